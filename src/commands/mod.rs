@@ -1,0 +1,1 @@
+//! The subcommands: `run`, `demo`, `check`, `token`, `health`.

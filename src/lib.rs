@@ -1,0 +1,29 @@
+//! pcce-proxy: a local authenticating reverse proxy for the Prisma Cloud Compute Console.
+//!
+//! Clients speak plain, credential-free HTTP to the proxy; the proxy guards the listener,
+//! rewrites each request (tenant parameter, credential, hop-by-hop headers) and forwards it
+//! over verified TLS to the Console, streaming bodies both ways.
+//!
+//! The modules follow one request's path and the things it needs:
+//!
+//! - [`cli`] and [`config`]: the command line and the layered, validated configuration.
+//! - [`secret`]: a string type that never prints itself, and where passwords come from.
+//! - [`console`]: reaching the Console: TLS trust, connections, the proxy's own logins.
+//! - [`token`]: the cached credential, its expiry rules and the single login driver.
+//! - [`proxy`]: the request path: guards, rewrite, forward, retry on 401, errors.
+//! - [`server`]: listeners, connection limits and graceful shutdown.
+//! - [`telemetry`]: logging set-up.
+//! - [`commands`]: the `run`, `demo`, `check`, `token` and `health` commands.
+//! - [`sim`]: a simulated Console, used by `demo` and the tests; it depends on nothing else
+//!   in the crate, so it cannot bend to fit the proxy.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod console;
+pub mod proxy;
+pub mod secret;
+pub mod server;
+pub mod sim;
+pub mod telemetry;
+pub mod token;

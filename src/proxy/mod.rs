@@ -1,0 +1,1 @@
+//! The request path: guards, rewrite, credential, forward, retry on 401, response.

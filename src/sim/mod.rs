@@ -1,0 +1,1 @@
+//! A simulated Console, used by `pcce-proxy demo` and by the tests.

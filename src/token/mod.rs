@@ -1,0 +1,88 @@
+//! The token cache: the proxy's current Console credential, its expiry rules, and the one
+//! task that logs in.
+//!
+//! Requests read the current credential with one atomic load ([`TokenCache::credential`]);
+//! only when no usable token exists do they wait for a login. A single driver task
+//! ([`TokenCache::spawn_driver`]) performs every login, so at most one is ever in flight:
+//! the first login at start, refreshes before expiry, retries with backoff, and the new
+//! login a 401 asks for ([`TokenCache::after_rejection`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use crate::secret::Secret;
+
+/// Why a login did not produce a token. Messages never contain a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// The TCP connection (or the egress tunnel) could not be made.
+    #[error("cannot connect to the Console: {0}")]
+    Connect(String),
+    /// The TLS handshake failed or the certificate was not trusted.
+    #[error("TLS with the Console failed: {0}")]
+    Tls(String),
+    /// No answer within the timeout.
+    #[error("the Console did not answer the login within {0:?}")]
+    Timeout(Duration),
+    /// The Console refused the credentials (401 or 403).
+    #[error("the Console refused the credentials ({status}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The Console's `err` message, or a short description of its answer.
+        message: String,
+    },
+    /// The Console answered 429.
+    #[error("the Console rate-limited the login")]
+    RateLimited {
+        /// Its `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The Console answered with another non-success status (5xx, 404, ...).
+    #[error("the Console answered the login with status {status}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The answer was not a usable token (no JSON object, no `token`, bad claims...).
+    #[error("the login answer was unusable: {0}")]
+    Unusable(String),
+    /// The password (or key) could not be read from its source.
+    #[error("cannot read the credentials: {0}")]
+    Credentials(String),
+}
+
+/// A future returned by [`Authenticate::login`].
+pub type LoginFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, LoginError>> + Send + 'a>>;
+
+/// One way of obtaining a token from the Console (password, certificate, renew...).
+///
+/// Implementations read their secret at every call, so a rotated password is picked up.
+pub trait Authenticate: Send + Sync + 'static {
+    /// Performs one login and returns the raw token string.
+    fn login(&self) -> LoginFuture<'_>;
+}
+
+/// Where the token cache reads the time. Production uses [`SystemClock`]; unit tests
+/// inject a clock whose wall time can jump (a laptop waking from sleep).
+pub trait Clock: Send + Sync + 'static {
+    /// Wall-clock time, which moves on during system sleep.
+    fn wall(&self) -> SystemTime;
+    /// Monotonic time (tokio's, so paused-time tests control it).
+    fn now(&self) -> tokio::time::Instant;
+}
+
+/// The real clocks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn now(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now()
+    }
+}
