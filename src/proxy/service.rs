@@ -1,0 +1,425 @@
+//! One request's way through the proxy, step by step.
+//!
+//! [`Proxy::handle`] runs the steps of the SPEC in order: guards, client logins, rewrite,
+//! credential, forward, the one retry after a 401, and the response. Each step is a
+//! function below; any failure becomes a [`ProxyError`] answered in the Console's error
+//! style. Nothing here buffers a body whole: request bodies stream to the Console (a small
+//! one is also recorded for a possible replay), response bodies stream back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, LOCATION};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use tokio::sync::Semaphore;
+
+use crate::config::{ClientLogins, Config, ConsoleUrl, ProjectMode};
+use crate::console::connect::{ConnectError, ConnectErrorKind, Connector};
+use crate::proxy::body::{
+    AccessLog, Recording, ResponseBody, UpstreamBody, REPLAY_BUDGET, REPLAY_MAX_BODY,
+};
+use crate::proxy::emulate;
+use crate::proxy::error::{ErrorKind, ProxyError};
+use crate::proxy::guard::{self, GuardConfig};
+use crate::proxy::rewrite;
+use crate::proxy::target::ClientLoginKind;
+use crate::secret::Secret;
+use crate::token::{Credential, TokenCache};
+
+/// The pooled HTTP client towards the Console.
+pub type ConsoleClient = Client<Connector, UpstreamBody>;
+
+/// The request handler: shared by every connection, cheap to clone.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    console: ConsoleUrl,
+    authority: Authority,
+    guard: GuardConfig,
+    client: ConsoleClient,
+    tokens: TokenCache,
+    project: Option<String>,
+    project_mode: ProjectMode,
+    client_logins: ClientLogins,
+    client_token: Option<Secret>,
+    response_timeout: Duration,
+    token_lifetime: Duration,
+    replay_budget: Arc<Semaphore>,
+}
+
+/// What a request turned into before its body is wrapped for the client.
+enum Outcome {
+    Upstream(Response<Incoming>, Option<u64>),
+    Local(Response<Bytes>),
+}
+
+/// A request on its way up, kept when it may have to be sent again after a 401.
+struct Prepared {
+    uri: Uri,
+    method: Method,
+    headers: HeaderMap,
+}
+
+impl Proxy {
+    /// Builds the handler from the configuration and its collaborators.
+    ///
+    /// `guard` carries the listener's own address (for the Host rule) and the client token.
+    pub fn new(
+        config: &Config,
+        guard: GuardConfig,
+        client: ConsoleClient,
+        tokens: TokenCache,
+        client_token: Option<Secret>,
+    ) -> Result<Self, ProxyError> {
+        let authority = Authority::try_from(config.console.url.authority()).map_err(|_| {
+            ProxyError::new(ErrorKind::BadRequest, "console.url has an invalid authority")
+        })?;
+        let shared = Shared {
+            console: config.console.url.clone(),
+            authority,
+            guard,
+            client,
+            tokens,
+            project: config.console.project.as_deref().map(rewrite::encode_project),
+            project_mode: config.console.project_mode,
+            client_logins: config.auth.client_logins,
+            client_token,
+            response_timeout: config.console.response_timeout,
+            token_lifetime: config.auth.token_lifetime,
+            replay_budget: Arc::new(Semaphore::new(REPLAY_BUDGET)),
+        };
+        Ok(Proxy {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Serves one client request. Never fails: every problem becomes an error answer.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let request_id = match rewrite::request_id(request.headers()) {
+            Some(id) => id.to_owned(),
+            None => rewrite::new_request_id(),
+        };
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+
+        let outcome = match self.process(request, &request_id).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                tracing::debug!(request.id = %request_id, error.code = err.code(), error = %err.message(), "refused");
+                Outcome::Local(err.into_response())
+            }
+        };
+
+        let mut log = AccessLog {
+            request_id,
+            method,
+            path,
+            status: StatusCode::OK,
+            started,
+            bytes: 0,
+            token_generation: None,
+            error_code: None,
+            complete: false,
+        };
+        match outcome {
+            Outcome::Upstream(response, generation) => {
+                log.status = response.status();
+                log.token_generation = generation;
+                response.map(|body| ResponseBody::upstream(body, Some(log)))
+            }
+            Outcome::Local(response) => {
+                log.status = response.status();
+                log.error_code = response
+                    .headers()
+                    .get(crate::proxy::error::ERROR_HEADER)
+                    .and_then(|v| error_code_of(v.as_bytes()));
+                response.map(|body| ResponseBody::local(body, Some(log)))
+            }
+        }
+    }
+
+    async fn process(
+        &self,
+        request: Request<Incoming>,
+        request_id: &str,
+    ) -> Result<Outcome, ProxyError> {
+        let shared = &self.shared;
+        let (parts, body) = request.into_parts();
+
+        let decision = guard::check(&shared.guard, &parts)?;
+
+        if let Some(kind) = decision.client_login {
+            return match shared.client_logins {
+                ClientLogins::Emulate => {
+                    let answer = emulate::answer(
+                        kind,
+                        body,
+                        shared.client_token.as_ref(),
+                        shared.token_lifetime,
+                    )
+                    .await;
+                    Ok(Outcome::Local(answer))
+                }
+                ClientLogins::Reject => Err(guard::Refusal::ClientLoginRejected.into()),
+                ClientLogins::Forward => self.forward_client_login(parts, body, request_id).await,
+            };
+        }
+
+        let credential = shared.tokens.credential().await?;
+        let prepared = self.prepare(&parts, request_id, true)?;
+        self.forward_with_credential(prepared, body, credential).await
+    }
+
+    /// Step 3: the request as the Console gets it, without its credential.
+    fn prepare(
+        &self,
+        parts: &http::request::Parts,
+        request_id: &str,
+        add_project: bool,
+    ) -> Result<Prepared, ProxyError> {
+        let shared = &self.shared;
+        let raw = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let target = rewrite::forward_path_and_query(
+            &shared.console.prefix,
+            raw,
+            shared.project.as_deref().filter(|_| add_project),
+            shared.project_mode,
+        );
+        let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(target))
+            .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request target is invalid"))?;
+
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(Scheme::HTTPS);
+        uri_parts.authority = Some(shared.authority.clone());
+        uri_parts.path_and_query = Some(path_and_query);
+        let uri = Uri::from_parts(uri_parts)
+            .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request target is invalid"))?;
+
+        let mut headers = parts.headers.clone();
+        rewrite::strip_request_headers(&mut headers);
+        let id = HeaderValue::from_str(request_id)
+            .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "invalid request id"))?;
+        headers.insert(rewrite::REQUEST_ID, id);
+
+        Ok(Prepared {
+            uri,
+            method: parts.method.clone(),
+            headers,
+        })
+    }
+
+    /// Steps 4 to 6 for a request that carries the proxy's token.
+    async fn forward_with_credential(
+        &self,
+        prepared: Prepared,
+        body: Incoming,
+        credential: Arc<Credential>,
+    ) -> Result<Outcome, ProxyError> {
+        let (upstream_body, recording) = self.upstream_body(&prepared.headers, body);
+        let retry_headers = recording.as_ref().map(|_| prepared.headers.clone());
+        let (uri, method) = (prepared.uri.clone(), prepared.method.clone());
+
+        let request = build_request(prepared, upstream_body, Some(credential.header()));
+        let response = self.send(request).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(self.respond(response, Some(credential.generation())));
+        }
+
+        // The Console refused the token. One new login is due (unless the token is brand
+        // new); this request is sent again with the new token if its body can be replayed.
+        let replay = match (&recording, retry_headers) {
+            (Some(recording), Some(headers)) => Some((recording, headers)),
+            _ => None,
+        };
+        let Some((recording, headers)) = replay else {
+            let tokens = self.shared.tokens.clone();
+            let generation = credential.generation();
+            tokio::spawn(async move {
+                tokens.after_rejection(generation).await;
+            });
+            return Ok(self.respond(response, Some(credential.generation())));
+        };
+        let Some(fresh) = self.shared.tokens.after_rejection(credential.generation()).await
+        else {
+            return Ok(self.respond(response, Some(credential.generation())));
+        };
+        let Some(replayed_body) = recording.replay() else {
+            return Ok(self.respond(response, Some(credential.generation())));
+        };
+        tracing::debug!(
+            token.generation = fresh.generation(),
+            "sending the request again after a 401 with a new token"
+        );
+
+        let prepared = Prepared {
+            uri,
+            method,
+            headers,
+        };
+        let request = build_request(prepared, replayed_body, Some(fresh.header()));
+        let response = self.send(request).await?;
+        Ok(self.respond(response, Some(fresh.generation())))
+    }
+
+    /// A client's own login call in `forward` mode: its credentials, no project.
+    async fn forward_client_login(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        request_id: &str,
+    ) -> Result<Outcome, ProxyError> {
+        let mut prepared = self.prepare(&parts, request_id, false)?;
+        for name in [AUTHORIZATION.as_str(), "x-redlock-auth"] {
+            for value in parts.headers.get_all(name) {
+                prepared.headers.append(name, value.clone());
+            }
+        }
+        let request = build_request(prepared, UpstreamBody::from_incoming(body, None), None);
+        let response = self.send(request).await?;
+        Ok(self.respond(response, None))
+    }
+
+    /// The body to send up, and a recording of it when it is small enough to replay.
+    fn upstream_body(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+    ) -> (UpstreamBody, Option<Arc<Recording>>) {
+        if body.is_end_stream() {
+            let empty = UpstreamBody::Empty;
+            let recording = Recording::new(0, None);
+            return (empty, Some(recording));
+        }
+
+        let length = body.size_hint().exact().or_else(|| content_length(headers));
+        let Some(length) = length.filter(|&n| n <= REPLAY_MAX_BODY) else {
+            return (UpstreamBody::from_incoming(body, None), None);
+        };
+        let permits = u32::try_from(length).unwrap_or(u32::MAX);
+        let Ok(permit) = self.shared.replay_budget.clone().try_acquire_many_owned(permits) else {
+            return (UpstreamBody::from_incoming(body, None), None);
+        };
+        let recording = Recording::new(length, Some(permit));
+        (
+            UpstreamBody::from_incoming(body, Some(recording.clone())),
+            Some(recording),
+        )
+    }
+
+    /// Step 4: one exchange with the Console, bounded by the response timeout.
+    async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
+        let timeout = self.shared.response_timeout;
+        match tokio::time::timeout(timeout, self.shared.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(classify_send_error(&err)),
+            Err(_) => Err(ProxyError::new(
+                ErrorKind::ConsoleTimeout,
+                format!(
+                    "the Console sent no response headers within {}; raise console.response_timeout if this endpoint is slow",
+                    humantime::format_duration(timeout)
+                ),
+            )),
+        }
+    }
+
+    /// Step 5: the Console's answer made fit for the client.
+    fn respond(&self, mut response: Response<Incoming>, generation: Option<u64>) -> Outcome {
+        let headers = response.headers_mut();
+        rewrite::strip_response_headers(headers);
+        if let Some(location) = headers.get(LOCATION) {
+            if let Some(relative) = rewrite::rewrite_location(location, &self.shared.console) {
+                headers.insert(LOCATION, relative);
+            }
+        }
+        Outcome::Upstream(response, generation)
+    }
+}
+
+fn build_request(
+    prepared: Prepared,
+    body: UpstreamBody,
+    authorization: Option<&HeaderValue>,
+) -> Request<UpstreamBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = prepared.method;
+    *request.uri_mut() = prepared.uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = prepared.headers;
+    if let Some(value) = authorization {
+        request.headers_mut().insert(AUTHORIZATION, value.clone());
+    }
+    request
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn error_code_of(value: &[u8]) -> Option<&'static str> {
+    const CODES: &[&str] = &[
+        "bad_request",
+        "client_unauthorized",
+        "forbidden_host",
+        "cross_origin",
+        "forbidden_path",
+        "client_login_rejected",
+        "read_only",
+        "method_not_allowed",
+        "upgrade_unsupported",
+        "console_unreachable",
+        "console_tls",
+        "no_token",
+        "console_timeout",
+    ];
+    CODES.iter().copied().find(|code| code.as_bytes() == value)
+}
+
+/// Maps a failed exchange to the error the client gets, by what actually failed.
+fn classify_send_error(err: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = source {
+        if let Some(connect) = current.downcast_ref::<ConnectError>() {
+            let kind = match connect.kind() {
+                ConnectErrorKind::Tls => ErrorKind::ConsoleTls,
+                _ => ErrorKind::ConsoleUnreachable,
+            };
+            return ProxyError::new(kind, connect.to_string());
+        }
+        source = current.source();
+    }
+
+    let detail = error_chain(err);
+    if err.is_connect() {
+        return ProxyError::new(
+            ErrorKind::ConsoleUnreachable,
+            format!("cannot connect to the Console: {detail}"),
+        );
+    }
+    ProxyError::new(
+        ErrorKind::ConsoleUnreachable,
+        format!("the exchange with the Console failed: {detail}"),
+    )
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
