@@ -1,3 +1,22 @@
 //! The `pcce-proxy` binary: parses the command line and hands over to the library.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use pcce_proxy::cli::Cli;
+use pcce_proxy::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("pcce-proxy: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(commands::dispatch(cli))
+}
