@@ -67,6 +67,18 @@ pub fn config_for(
     env: &[(&str, &str)],
 ) -> Config {
     let ca = files.write("console-ca.pem", &console.cert_pem());
+    let mut args = vec!["--ca-file".to_owned(), ca.display().to_string()];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    config_without_trust(console, files, &args, env)
+}
+
+/// Like [`config_for`] without any trust in the Console's certificate: `extra` must add it.
+pub fn config_without_trust(
+    console: &SimConsole,
+    files: &Files,
+    extra: &[impl AsRef<str>],
+    env: &[(&str, &str)],
+) -> Config {
     let password = files.path("password");
     if !password.exists() {
         files.write("password", &format!("{PASSWORD}\n"));
@@ -83,10 +95,8 @@ pub fn config_for(
         USER.to_owned(),
         "--password-file".to_owned(),
         password.display().to_string(),
-        "--ca-file".to_owned(),
-        ca.display().to_string(),
     ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.extend(extra.iter().map(|s| s.as_ref().to_owned()));
     let cli = Cli::try_parse_from(args).expect("test arguments parse");
     let env: Vec<(String, String)> = env
         .iter()
@@ -181,4 +191,128 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+/// The proxy binary running as a child process, killed when dropped.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Binary {
+    /// Starts `pcce-proxy run -c <config>` with `args` and `env`, and waits until it
+    /// listens.
+    pub fn start(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pcce-proxy"))
+            .arg("-c")
+            .arg(config)
+            .args(args)
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the proxy binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (found, addr_rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = listen_address(&line) {
+                    let _ = found.send(addr);
+                }
+                let mut log = sink.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the proxy did not start: {}", log.lock().expect("log")));
+        Binary {
+            child,
+            addr,
+            stderr: log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().expect("log lock").clone()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Peak resident memory (VmHWM) in KiB, and current (VmRSS).
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in the start-up log line, in text or JSON format.
+fn listen_address(line: &str) -> Option<SocketAddr> {
+    if !line.contains("pcce-proxy listening") {
+        return None;
+    }
+    let start = line.find("listen.address")? + "listen.address".len();
+    let rest = line[start..].trim_start_matches(['=', '"', ':', ' ']);
+    let end = rest.find(|c: char| c == '"' || c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// A TOML configuration for the binary, pointing at `console`.
+pub fn binary_config(console: &SimConsole, files: &Files) -> PathBuf {
+    let ca = files.write("console-ca.pem", &console.cert_pem());
+    let password = files.write("password", &format!("{PASSWORD}\n"));
+    let text = format!(
+        r#"
+[listen]
+address = "127.0.0.1:0"
+
+[console]
+url = "{url}"
+ca_file = "{ca}"
+
+[auth]
+username = "{USER}"
+password_file = "{password}"
+
+[admin]
+address = "off"
+"#,
+        url = console.url(),
+        ca = ca.display(),
+        password = password.display(),
+    );
+    files.write("config.toml", &text)
 }
