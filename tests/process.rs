@@ -25,7 +25,7 @@ fn run_with(config: &str, env: &[(&str, &str)]) -> (i32, String) {
 
 const GOOD: &str = r#"
 [console]
-url = "https://console.example.com:8083"
+url = "https://127.0.0.1:1"
 [auth]
 username = "admin"
 password = "s3cret-value"
@@ -44,7 +44,7 @@ fn invalid_configurations_exit_2_naming_the_key() {
             "console.connect_timeout",
         ),
         (
-            GOOD.replace("https://console.example.com:8083", "http://console.example.com"),
+            GOOD.replace("https://127.0.0.1:1", "http://127.0.0.1:1"),
             "console.url",
         ),
     ];
