@@ -7,11 +7,22 @@
 //! the first login at start, refreshes before expiry, retries with backoff, and the new
 //! login a 401 asks for ([`TokenCache::after_rejection`]).
 
+mod backoff;
+mod cache;
+mod claims;
+mod credential;
+mod driver;
+#[cfg(test)]
+mod tests;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use crate::secret::Secret;
+
+pub use cache::{CredentialError, TokenCache, TokenPolicy, TokenStatus};
+pub use credential::Credential;
 
 /// Why a login did not produce a token. Messages never contain a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +73,14 @@ pub type LoginFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, LoginError
 pub trait Authenticate: Send + Sync + 'static {
     /// Performs one login and returns the raw token string.
     fn login(&self) -> LoginFuture<'_>;
+
+    /// Whether the credentials differ from those of the last login (for example, the
+    /// password file's content changed). Polled every few seconds while logins pause after
+    /// refused credentials, so it must be a cheap local check that never contacts the
+    /// Console. The default never reports a change.
+    fn credentials_changed(&self) -> bool {
+        false
+    }
 }
 
 /// Where the token cache reads the time. Production uses [`SystemClock`]; unit tests
