@@ -88,7 +88,12 @@ pub async fn start(config: &Config) -> Result<ProxyHandle, StartError> {
         })?;
     let addr = listener.local_addr();
     let client_token = read_client_token(config)?;
-    let guard = GuardConfig::new(&config.listen, addr, client_token.clone());
+    let guard = GuardConfig::new(
+        &config.listen,
+        addr,
+        client_token.clone(),
+        config.auth.client_logins,
+    );
     let proxy = Proxy::new(config, guard, client, tokens.clone(), client_token)
         .map_err(|err| StartError::Setup(err.message().to_owned()))?;
 

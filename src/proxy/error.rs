@@ -112,11 +112,7 @@ impl ProxyError {
 
 impl From<Refusal> for ProxyError {
     fn from(refusal: Refusal) -> Self {
-        let allow = match refusal {
-            Refusal::ReadOnly => Some("GET, HEAD, OPTIONS"),
-            Refusal::MethodNotAllowed => Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-            _ => None,
-        };
+        let allow = refusal.allow();
         let kind = match refusal {
             Refusal::BadRequest(_) => ErrorKind::BadRequest,
             _ => ErrorKind::Refused(refusal.code(), refusal.status()),

@@ -169,7 +169,11 @@ impl Proxy {
                     .await;
                     Ok(Outcome::Local(answer))
                 }
-                ClientLogins::Reject => Err(guard::Refusal::ClientLoginRejected.into()),
+                ClientLogins::Reject => Err(ProxyError::new(
+                    ErrorKind::Refused("client_login_rejected", StatusCode::FORBIDDEN),
+                    "this proxy does not let clients log in or out themselves \
+                     (auth.client_logins = \"reject\"); send requests without logging in",
+                )),
                 ClientLogins::Forward => self.forward_client_login(parts, body, request_id).await,
             };
         }
@@ -191,8 +195,9 @@ impl Proxy {
         let target = rewrite::forward_path_and_query(
             &shared.console.prefix,
             raw,
-            shared.project.as_deref().filter(|_| add_project),
+            shared.project.as_deref(),
             shared.project_mode,
+            add_project,
         );
         let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(target))
             .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request target is invalid"))?;
