@@ -14,4 +14,5 @@
 
 pub mod api_client;
 pub mod connect;
+pub mod login;
 pub mod tls;

@@ -192,6 +192,9 @@ fn strip_connection_named(headers: &mut HeaderMap) {
     }
 }
 
+/// The header carrying the request id to the Console and back in logs.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The longest client `x-request-id` passed on.
 const MAX_REQUEST_ID: usize = 128;
 
@@ -199,7 +202,7 @@ const MAX_REQUEST_ID: usize = 128;
 ///
 /// Only the first value counts. Otherwise the caller makes one with [`new_request_id`].
 pub fn request_id(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get("x-request-id")?.as_bytes();
+    let value = headers.get(REQUEST_ID)?.as_bytes();
     let valid = (1..=MAX_REQUEST_ID).contains(&value.len())
         && value
             .iter()

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use tokio::sync::Semaphore;
 
 use crate::config::{ClientLogins, Config, ConsoleUrl, ProjectMode};
-use crate::console::connect::{ConnectError, ConnectErrorKind, Connector};
+use crate::console::connect::{self, ConnectErrorKind, Connector};
 use crate::proxy::body::{
     AccessLog, Recording, ResponseBody, UpstreamBody, REPLAY_BUDGET, REPLAY_MAX_BODY,
 };
@@ -27,7 +27,6 @@ use crate::proxy::emulate;
 use crate::proxy::error::{ErrorKind, ProxyError};
 use crate::proxy::guard::{self, GuardConfig};
 use crate::proxy::rewrite;
-use crate::proxy::target::ClientLoginKind;
 use crate::secret::Secret;
 use crate::token::{Credential, TokenCache};
 
@@ -393,16 +392,13 @@ fn error_code_of(value: &[u8]) -> Option<&'static str> {
 
 /// Maps a failed exchange to the error the client gets, by what actually failed.
 fn classify_send_error(err: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(current) = source {
-        if let Some(connect) = current.downcast_ref::<ConnectError>() {
-            let kind = match connect.kind() {
-                ConnectErrorKind::Tls => ErrorKind::ConsoleTls,
-                _ => ErrorKind::ConsoleUnreachable,
-            };
-            return ProxyError::new(kind, connect.to_string());
-        }
-        source = current.source();
+    if let Some((kind, message)) = connect::describe_error(err) {
+        let kind = match kind {
+            ConnectErrorKind::Tls => ErrorKind::ConsoleTls,
+            ConnectErrorKind::Timeout => ErrorKind::ConsoleTimeout,
+            ConnectErrorKind::Connect | ConnectErrorKind::Tunnel => ErrorKind::ConsoleUnreachable,
+        };
+        return ProxyError::new(kind, message);
     }
 
     let detail = error_chain(err);
