@@ -144,13 +144,19 @@ async fn remove_stale_socket(path: &Path) -> io::Result<()> {
     if !metadata.file_type().is_socket() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket; remove it or choose another path", path.display()),
+            format!(
+                "{} exists and is not a socket; remove it or choose another path",
+                path.display()
+            ),
         ));
     }
     if UnixStream::connect(path).await.is_ok() {
         return Err(io::Error::new(
             io::ErrorKind::AddrInUse,
-            format!("{} is in use by a running process; stop it or choose another path", path.display()),
+            format!(
+                "{} is in use by a running process; stop it or choose another path",
+                path.display()
+            ),
         ));
     }
     std::fs::remove_file(path)

@@ -11,7 +11,11 @@ fn echoed_header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
         .as_array()
         .expect("headers array")
         .iter()
-        .filter(|pair| pair[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .filter(|pair| {
+            pair[0]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
         .map(|pair| pair[1].as_str().expect("header value"))
         .collect()
 }
@@ -188,7 +192,10 @@ async fn hop_by_hop_headers_are_dropped_and_end_to_end_ones_kept() {
     let echo = answer.json();
 
     for name in ["x-hop-only", "keep-alive", "te"] {
-        assert!(echoed_header(&echo, name).is_empty(), "{name} reached the Console");
+        assert!(
+            echoed_header(&echo, name).is_empty(),
+            "{name} reached the Console"
+        );
     }
     assert_eq!(echoed_header(&echo, "x-end-to-end"), ["2"]);
 }
@@ -245,7 +252,10 @@ async fn request_ids_are_kept_when_well_formed_and_made_otherwise() {
         Bytes::new(),
     )
     .await;
-    assert_eq!(echoed_header(&kept.json(), "x-request-id"), ["job-42.step:7"]);
+    assert_eq!(
+        echoed_header(&kept.json(), "x-request-id"),
+        ["job-42.step:7"]
+    );
 
     let replaced = send(
         proxy.addr,

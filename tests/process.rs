@@ -34,7 +34,10 @@ password = "s3cret-value"
 #[test]
 fn invalid_configurations_exit_2_naming_the_key() {
     let cases = [
-        (format!("{GOOD}\n[listen]\nadress = \"127.0.0.1:1\"\n"), "adress"),
+        (
+            format!("{GOOD}\n[listen]\nadress = \"127.0.0.1:1\"\n"),
+            "adress",
+        ),
         (
             "[auth]\nusername = \"a\"\npassword = \"s3cret-value\"\n".to_owned(),
             "console.url",
@@ -52,7 +55,10 @@ fn invalid_configurations_exit_2_naming_the_key() {
         let (code, stderr) = run_with(&config, &[]);
         assert_eq!(code, 2, "{key}: {stderr}");
         assert!(stderr.contains(key), "{key} not named in: {stderr}");
-        assert!(!stderr.contains("s3cret-value"), "a secret was printed: {stderr}");
+        assert!(
+            !stderr.contains("s3cret-value"),
+            "a secret was printed: {stderr}"
+        );
     }
 }
 
@@ -76,7 +82,12 @@ fn an_unknown_environment_key_is_an_error_but_service_links_are_ignored() {
         .arg("token")
         .output()
         .expect("the binary runs");
-    assert_ne!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_ne!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,5 +108,9 @@ async fn a_process_stopped_past_its_token_expiry_sends_no_expired_token() {
 
     let answer = get(proxy.addr, "/api/v1/version").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
-    assert_eq!(console.stats().unauthorized, 0, "an expired token reached the Console");
+    assert_eq!(
+        console.stats().unauthorized,
+        0,
+        "an expired token reached the Console"
+    );
 }

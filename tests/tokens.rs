@@ -86,7 +86,11 @@ async fn revoked_tokens_cost_one_login_and_a_small_post_is_replayed_byte_for_byt
         assert_eq!(echo["body_len"], body.len());
         assert_eq!(echo["body_sha256"], sha256_hex(&body));
     }
-    assert_eq!(console.stats().logins_ok, 2, "one login at start, one after the revocation");
+    assert_eq!(
+        console.stats().logins_ok,
+        2,
+        "one login at start, one after the revocation"
+    );
 }
 
 #[tokio::test]
@@ -100,11 +104,18 @@ async fn an_endpoint_that_always_answers_401_does_not_cause_a_login_storm() {
     for _ in 0..20 {
         let answer = get(proxy.addr, "/api/v1/always401").await;
         assert_eq!(answer.status, 401);
-        assert!(answer.headers.get("x-pcce-proxy-error").is_none(), "the Console's own 401");
+        assert!(
+            answer.headers.get("x-pcce-proxy-error").is_none(),
+            "the Console's own 401"
+        );
     }
     let other = get(proxy.addr, "/api/v1/version").await;
     assert_eq!(other.status, 200);
-    assert!(console.stats().logins_ok <= 2, "{}", console.stats().logins_ok);
+    assert!(
+        console.stats().logins_ok <= 2,
+        "{}",
+        console.stats().logins_ok
+    );
 }
 
 #[tokio::test]
@@ -113,11 +124,18 @@ async fn a_wrong_password_fails_at_once_and_is_not_tried_again_until_the_file_ch
     let files = Files::new();
     files.write("password", "wrong-password\n");
     let proxy = start_proxy(&config_for(&console, &files, &[], &[])).await;
-    assert!(eventually(Duration::from_secs(10), || console.stats().logins_failed == 1).await);
+    assert!(
+        eventually(Duration::from_secs(10), || console.stats().logins_failed
+            == 1)
+        .await
+    );
 
     let started = std::time::Instant::now();
     let answer = get(proxy.addr, "/api/v1/version").await;
-    assert!(started.elapsed() < Duration::from_secs(2), "answered at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at once"
+    );
     assert_eq!(answer.status, 503);
     assert_eq!(answer.json()["code"], "no_token");
     let message = answer.json()["err"].as_str().expect("message").to_owned();
@@ -126,7 +144,11 @@ async fn a_wrong_password_fails_at_once_and_is_not_tried_again_until_the_file_ch
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(get(proxy.addr, "/api/v1/version").await.status, 503);
-    assert_eq!(console.stats().logins_failed, 1, "no second try with the same password");
+    assert_eq!(
+        console.stats().logins_failed,
+        1,
+        "no second try with the same password"
+    );
 
     files.write("password", &format!("{PASSWORD}\n"));
     assert!(eventually(Duration::from_secs(15), || console.stats().logins_ok == 1).await);
@@ -153,7 +175,11 @@ async fn unusable_login_answers_are_retried_with_growing_waits_and_never_used() 
         let answer = get(proxy.addr, "/api/v1/version").await;
         assert_eq!(answer.status, 503, "{}", answer.text());
         assert_eq!(answer.json()["code"], "no_token");
-        assert_eq!(console.stats().unauthorized, 0, "no unusable token was ever sent");
+        assert_eq!(
+            console.stats().unauthorized,
+            0,
+            "no unusable token was ever sent"
+        );
 
         console.set_login_mode(LoginMode::Normal);
         assert!(eventually(Duration::from_secs(12), || console.stats().logins_ok == 1).await);

@@ -59,7 +59,9 @@ pub async fn demo(args: &GlobalArgs) -> ExitCode {
     };
     let base = match (&config.listen.address, handle.addr) {
         (_, Some(addr)) => format!("http://{addr}"),
-        (ListenAddress::Unix(path), None) => format!("--unix-socket {} http://localhost", path.display()),
+        (ListenAddress::Unix(path), None) => {
+            format!("--unix-socket {} http://localhost", path.display())
+        }
         (ListenAddress::Tcp(addr), None) => format!("http://{addr}"),
     };
     print_instructions(&base, &console.url());

@@ -68,8 +68,12 @@ impl ProxyHandle {
 /// Builds the proxy from `config`, binds its listener and starts serving. The listener
 /// is open before the first login finishes; requests wait for it.
 pub async fn start(config: &Config) -> Result<ProxyHandle, StartError> {
-    let forward_tls = tls::client_config(&config.console, tls::Alpn::from(config.console.http_version), None)
-        .map_err(|err| StartError::Tls(err.to_string()))?;
+    let forward_tls = tls::client_config(
+        &config.console,
+        tls::Alpn::from(config.console.http_version),
+        None,
+    )
+    .map_err(|err| StartError::Tls(err.to_string()))?;
     let client = connect::forward_client(&config.console, forward_tls);
     let api = api_client::api_client(&config.console, None)
         .map_err(|err| StartError::Tls(err.to_string()))?;
@@ -226,7 +230,10 @@ fn log_start(config: &Config, addr: Option<SocketAddr>) {
              console.pin_sha256 instead"
         );
     }
-    let listen = addr.map_or_else(|| describe_address(&config.listen.address), |a| a.to_string());
+    let listen = addr.map_or_else(
+        || describe_address(&config.listen.address),
+        |a| a.to_string(),
+    );
     tracing::info!(
         listen.address = %listen,
         console.url = %console.url.base(),

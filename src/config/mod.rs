@@ -140,7 +140,10 @@ impl std::fmt::Debug for EgressProxy {
         f.debug_struct("EgressProxy")
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("credentials", &self.credentials.as_ref().map(|_| "[redacted]"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }

@@ -51,7 +51,11 @@ impl PasswordLogin {
         let source = auth.password.clone()?;
         Some(PasswordLogin {
             client,
-            url: format!("{}/api/{}/authenticate", console.url.base(), auth.api_version),
+            url: format!(
+                "{}/api/{}/authenticate",
+                console.url.base(),
+                auth.api_version
+            ),
             timeout: console.response_timeout,
             username: auth.username.clone(),
             source,
@@ -179,9 +183,7 @@ fn parse_token(body: &[u8]) -> Result<Secret, LoginError> {
     };
     match object.get("token").and_then(|t| t.as_str()) {
         Some(token) if !token.is_empty() => Ok(Secret::new(token)),
-        _ => Err(LoginError::Unusable(
-            "the answer holds no token".to_owned(),
-        )),
+        _ => Err(LoginError::Unusable("the answer holds no token".to_owned())),
     }
 }
 
@@ -224,7 +226,14 @@ mod tests {
         let ok = token_from_answer(200, &headers, br#"{"token":"abc"}"#).expect("token");
         assert_eq!(ok.expose(), "abc");
 
-        for body in [&b""[..], b"{}", b"[]", b"\"abc\"", br#"{"token":""}"#, b"<html>"] {
+        for body in [
+            &b""[..],
+            b"{}",
+            b"[]",
+            b"\"abc\"",
+            br#"{"token":""}"#,
+            b"<html>",
+        ] {
             let err = token_from_answer(200, &headers, body).expect_err("unusable");
             assert!(matches!(err, LoginError::Unusable(_)), "{body:?}");
         }

@@ -79,13 +79,17 @@ pin_project! {
         Empty,
         /// The client's body, streamed; recorded too when a recording is attached.
         Stream {
+            /// The client's body.
             #[pin]
             inner: Incoming,
+            /// Where the chunks are kept for a replay, when the body is small enough.
             recording: Option<Arc<Recording>>,
         },
         /// A recorded body sent again.
         Replay {
+            /// The chunks not yet sent.
             chunks: VecDeque<Bytes>,
+            /// Their total length.
             remaining: u64,
         },
     }
@@ -117,7 +121,9 @@ impl Body for UpstreamBody {
                                 recording.push(data);
                             }
                         }
-                        Poll::Ready(Some(Err(_))) => recording.failed.store(true, Ordering::Release),
+                        Poll::Ready(Some(Err(_))) => {
+                            recording.failed.store(true, Ordering::Release)
+                        }
                         _ => {}
                     }
                 }

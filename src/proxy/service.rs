@@ -79,7 +79,10 @@ impl Proxy {
         client_token: Option<Secret>,
     ) -> Result<Self, ProxyError> {
         let authority = Authority::try_from(config.console.url.authority()).map_err(|_| {
-            ProxyError::new(ErrorKind::BadRequest, "console.url has an invalid authority")
+            ProxyError::new(
+                ErrorKind::BadRequest,
+                "console.url has an invalid authority",
+            )
         })?;
         let shared = Shared {
             console: config.console.url.clone(),
@@ -87,7 +90,11 @@ impl Proxy {
             guard,
             client,
             tokens,
-            project: config.console.project.as_deref().map(rewrite::encode_project),
+            project: config
+                .console
+                .project
+                .as_deref()
+                .map(rewrite::encode_project),
             project_mode: config.console.project_mode,
             client_logins: config.auth.client_logins,
             client_token,
@@ -179,7 +186,8 @@ impl Proxy {
 
         let credential = shared.tokens.credential().await?;
         let prepared = self.prepare(&parts, request_id, true)?;
-        self.forward_with_credential(prepared, body, credential).await
+        self.forward_with_credential(prepared, body, credential)
+            .await
     }
 
     /// Step 3: the request as the Console gets it, without its credential.
@@ -252,7 +260,11 @@ impl Proxy {
             });
             return Ok(self.respond(response, Some(credential.generation())));
         };
-        let Some(fresh) = self.shared.tokens.after_rejection(credential.generation()).await
+        let Some(fresh) = self
+            .shared
+            .tokens
+            .after_rejection(credential.generation())
+            .await
         else {
             return Ok(self.respond(response, Some(credential.generation())));
         };
@@ -309,7 +321,12 @@ impl Proxy {
             return (UpstreamBody::from_incoming(body, None), None);
         };
         let permits = u32::try_from(length).unwrap_or(u32::MAX);
-        let Ok(permit) = self.shared.replay_budget.clone().try_acquire_many_owned(permits) else {
+        let Ok(permit) = self
+            .shared
+            .replay_budget
+            .clone()
+            .try_acquire_many_owned(permits)
+        else {
             return (UpstreamBody::from_incoming(body, None), None);
         };
         let recording = Recording::new(length, Some(permit));

@@ -30,7 +30,9 @@ pub async fn console() -> SimConsole {
 }
 
 pub async fn console_with(options: SimOptions) -> SimConsole {
-    SimConsole::start(options).await.expect("simulated Console starts")
+    SimConsole::start(options)
+        .await
+        .expect("simulated Console starts")
 }
 
 /// Files a test configuration refers to, removed when dropped.
@@ -286,7 +288,9 @@ fn listen_address(line: &str) -> Option<SocketAddr> {
     }
     let start = line.find("listen.address")? + "listen.address".len();
     let rest = line[start..].trim_start_matches(['=', '"', ':', ' ']);
-    let end = rest.find(|c: char| c == '"' || c.is_whitespace()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| c == '"' || c.is_whitespace())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
