@@ -47,11 +47,19 @@ impl Recording {
         })
     }
 
-    fn push(&self, chunk: &Bytes) {
-        let mut chunks = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
-        chunks.push(chunk.clone());
-        self.recorded
-            .fetch_add(chunk.len() as u64, Ordering::AcqRel);
+    /// Keeps a data frame, or notes that the body failed.
+    fn observe(&self, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let mut chunks = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
+                    chunks.push(data.clone());
+                    self.recorded.fetch_add(data.len() as u64, Ordering::AcqRel);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.failed.store(true, Ordering::Release),
+            _ => {}
+        }
     }
 
     /// The body again, when all of it was sent the first time.
@@ -61,44 +69,59 @@ impl Recording {
             return None;
         }
         if self.expected == 0 {
-            return Some(UpstreamBody::Empty);
+            return Some(UpstreamBody::empty());
         }
         let chunks = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
-        Some(UpstreamBody::Replay {
-            chunks: chunks.iter().cloned().collect(),
-            remaining: self.expected,
-        })
+        Some(UpstreamBody::replay(
+            chunks.iter().cloned().collect(),
+            self.expected,
+        ))
     }
 }
 
 pin_project! {
     /// A request body on its way to the Console.
+    pub struct UpstreamBody {
+        #[pin]
+        inner: Upstream,
+    }
+}
+
+pin_project! {
     #[project = UpstreamProj]
-    pub enum UpstreamBody {
-        /// No body at all.
+    enum Upstream {
         Empty,
-        /// The client's body, streamed; recorded too when a recording is attached.
         Stream {
-            /// The client's body.
             #[pin]
             inner: Incoming,
-            /// Where the chunks are kept for a replay, when the body is small enough.
             recording: Option<Arc<Recording>>,
         },
-        /// A recorded body sent again.
         Replay {
-            /// The chunks not yet sent.
             chunks: VecDeque<Bytes>,
-            /// Their total length.
             remaining: u64,
         },
     }
 }
 
 impl UpstreamBody {
-    /// The client's body, recorded as it passes when `recording` is given.
+    /// No body at all.
+    pub fn empty() -> Self {
+        UpstreamBody {
+            inner: Upstream::Empty,
+        }
+    }
+
+    /// The client's body, streamed; recorded as it passes when `recording` is given.
     pub fn from_incoming(inner: Incoming, recording: Option<Arc<Recording>>) -> Self {
-        UpstreamBody::Stream { inner, recording }
+        UpstreamBody {
+            inner: Upstream::Stream { inner, recording },
+        }
+    }
+
+    fn replay(chunks: VecDeque<Bytes>, remaining: u64) -> Self {
+        UpstreamBody {
+            inner: Upstream::Replay { chunks, remaining },
+        }
     }
 }
 
@@ -110,22 +133,12 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.project() {
+        match self.project().inner.project() {
             UpstreamProj::Empty => Poll::Ready(None),
             UpstreamProj::Stream { inner, recording } => {
                 let polled = inner.poll_frame(cx);
                 if let Some(recording) = recording {
-                    match &polled {
-                        Poll::Ready(Some(Ok(frame))) => {
-                            if let Some(data) = frame.data_ref() {
-                                recording.push(data);
-                            }
-                        }
-                        Poll::Ready(Some(Err(_))) => {
-                            recording.failed.store(true, Ordering::Release)
-                        }
-                        _ => {}
-                    }
+                    recording.observe(&polled);
                 }
                 polled
             }
@@ -140,18 +153,18 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Empty => true,
-            UpstreamBody::Stream { inner, .. } => inner.is_end_stream(),
-            UpstreamBody::Replay { chunks, .. } => chunks.is_empty(),
+        match &self.inner {
+            Upstream::Empty => true,
+            Upstream::Stream { inner, .. } => inner.is_end_stream(),
+            Upstream::Replay { chunks, .. } => chunks.is_empty(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Stream { inner, .. } => inner.size_hint(),
-            UpstreamBody::Replay { remaining, .. } => SizeHint::with_exact(*remaining),
+        match &self.inner {
+            Upstream::Empty => SizeHint::with_exact(0),
+            Upstream::Stream { inner, .. } => inner.size_hint(),
+            Upstream::Replay { remaining, .. } => SizeHint::with_exact(*remaining),
         }
     }
 }

@@ -311,7 +311,7 @@ impl Proxy {
         body: Incoming,
     ) -> (UpstreamBody, Option<Arc<Recording>>) {
         if body.is_end_stream() {
-            let empty = UpstreamBody::Empty;
+            let empty = UpstreamBody::empty();
             let recording = Recording::new(0, None);
             return (empty, Some(recording));
         }
