@@ -4,6 +4,8 @@
 //! Events carry data in fields; no module ever logs a header map, a request or a
 //! credential whole, so nothing here needs to filter secrets out.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::fmt;
 use tracing_subscriber::EnvFilter;
 
@@ -14,9 +16,12 @@ use crate::config::LogFormat;
 /// tests may) leaves the first subscriber in place.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal; a file or a log pipeline gets plain text.
+    let ansi = std::io::stderr().is_terminal();
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -34,7 +34,12 @@ async fn a_client_without_credentials_gets_the_console_answer() {
 
 #[tokio::test]
 async fn the_console_sees_the_proxy_token_its_own_host_and_the_project() {
-    let console = console().await;
+    // HTTP/1.1 towards the Console, so that `Host` is a header the echo can show.
+    let console = console_with(SimOptions {
+        http2: false,
+        ..SimOptions::default()
+    })
+    .await;
     let files = Files::new();
     let config = config_for(&console, &files, &["--project", "Tenant A"], &[]);
     let proxy = start_proxy(&config).await;
@@ -68,6 +73,30 @@ async fn the_console_sees_the_proxy_token_its_own_host_and_the_project() {
     );
     assert_eq!(echo["target"], "/api/v1/echo?project=Tenant%20A");
     assert_eq!(echo["projects"], serde_json::json!(["Tenant A"]));
+}
+
+#[tokio::test]
+async fn http2_is_used_when_offered_unless_http1_is_forced() {
+    let console = console().await;
+    let files = Files::new();
+    let proxy = start_proxy(&config_for(&console, &files, &[], &[])).await;
+    assert_eq!(get(proxy.addr, "/api/v1/echo").await.status, 200);
+    let forced = config_for(
+        &console,
+        &files,
+        &[],
+        &[("PCCE_PROXY_CONSOLE__HTTP_VERSION", "http1")],
+    );
+    let forced = start_proxy(&forced).await;
+    assert_eq!(get(forced.addr, "/api/v1/echo").await.status, 200);
+
+    let versions: Vec<String> = console
+        .requests()
+        .into_iter()
+        .filter(|r| r.target.starts_with("/api/v1/echo"))
+        .map(|r| r.version)
+        .collect();
+    assert_eq!(versions, ["HTTP/2.0", "HTTP/1.1"]);
 }
 
 const BYTE_EXACT_TARGETS: &[&str] = &[

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ListenAddress};
+use crate::config::{AuthMethod, Config, ListenAddress};
 use crate::console::{api_client, connect, login::PasswordLogin, tls};
 use crate::proxy::guard::GuardConfig;
 use crate::proxy::service::Proxy;
@@ -212,6 +212,14 @@ fn describe_address(address: &ListenAddress) -> String {
     }
 }
 
+fn auth_method_name(method: AuthMethod) -> &'static str {
+    match method {
+        AuthMethod::Password => "password",
+        AuthMethod::Certificate => "certificate",
+        AuthMethod::Basic => "basic",
+    }
+}
+
 fn log_start(config: &Config, addr: Option<SocketAddr>) {
     let console = &config.console;
     let trust = if console.insecure_skip_verify {
@@ -239,7 +247,7 @@ fn log_start(config: &Config, addr: Option<SocketAddr>) {
         console.url = %console.url.base(),
         console.project = console.project.as_deref().unwrap_or(""),
         console.trust = trust,
-        auth.method = ?config.auth.method,
+        auth.method = auth_method_name(config.auth.method),
         auth.username = %config.auth.username,
         "pcce-proxy listening"
     );
