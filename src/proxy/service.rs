@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -29,6 +29,9 @@ use crate::proxy::guard::{self, GuardConfig};
 use crate::proxy::rewrite;
 use crate::secret::Secret;
 use crate::token::{Credential, TokenCache};
+
+/// The Prisma Cloud header some clients send their token in.
+const REDLOCK_AUTH: HeaderName = HeaderName::from_static("x-redlock-auth");
 
 /// The pooled HTTP client towards the Console.
 pub type ConsoleClient = Client<Connector, UpstreamBody>;
@@ -185,7 +188,7 @@ impl Proxy {
         }
 
         let credential = shared.tokens.credential().await?;
-        let prepared = self.prepare(&parts, request_id, true)?;
+        let prepared = self.prepare(parts, request_id, true)?;
         self.forward_with_credential(prepared, body, credential)
             .await
     }
@@ -193,7 +196,7 @@ impl Proxy {
     /// Step 3: the request as the Console gets it, without its credential.
     fn prepare(
         &self,
-        parts: &http::request::Parts,
+        parts: http::request::Parts,
         request_id: &str,
         add_project: bool,
     ) -> Result<Prepared, ProxyError> {
@@ -216,7 +219,7 @@ impl Proxy {
         let uri = Uri::from_parts(uri_parts)
             .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the request target is invalid"))?;
 
-        let mut headers = parts.headers.clone();
+        let mut headers = parts.headers;
         rewrite::strip_request_headers(&mut headers);
         let id = HeaderValue::from_str(request_id)
             .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "invalid request id"))?;
@@ -224,7 +227,7 @@ impl Proxy {
 
         Ok(Prepared {
             uri,
-            method: parts.method.clone(),
+            method: parts.method,
             headers,
         })
     }
@@ -293,11 +296,17 @@ impl Proxy {
         body: Incoming,
         request_id: &str,
     ) -> Result<Outcome, ProxyError> {
-        let mut prepared = self.prepare(&parts, request_id, false)?;
-        for name in [AUTHORIZATION.as_str(), "x-redlock-auth"] {
-            for value in parts.headers.get_all(name) {
-                prepared.headers.append(name, value.clone());
-            }
+        let own: Vec<(HeaderName, HeaderValue)> = [AUTHORIZATION, REDLOCK_AUTH]
+            .into_iter()
+            .flat_map(|name| {
+                let values: Vec<HeaderValue> =
+                    parts.headers.get_all(&name).iter().cloned().collect();
+                values.into_iter().map(move |value| (name.clone(), value))
+            })
+            .collect();
+        let mut prepared = self.prepare(parts, request_id, false)?;
+        for (name, value) in own {
+            prepared.headers.append(name, value);
         }
         let request = build_request(prepared, UpstreamBody::from_incoming(body, None), None);
         let response = self.send(request).await?;
