@@ -1,34 +1,81 @@
 //! Logging: one `tracing` subscriber writing to stderr, as text or as JSON lines.
 //!
 //! Stdout is kept for a command's own output (`pcce-proxy token` prints only the token).
-//! Events carry data in fields; no module ever logs a header map, a request or a
-//! credential whole, so nothing here needs to filter secrets out.
+//! The proxy's own events carry data in fields; no module ever logs a header map, a
+//! request or a credential whole.
+//!
+//! The libraries are another matter: at `trace`, rustls dumps whole handshake messages
+//! (session tickets and resumption identities included) and h2 traces every frame and
+//! stream it handles. None of that is needed to run the proxy, and a credential proxy
+//! cannot vouch for what a library version prints, so events from other crates are
+//! capped at `debug` whatever level is asked for; only `pcce_proxy` targets go to
+//! `trace`. Records of the `log` crate (rustls, reqwest) arrive as events under their
+//! module path and are capped alike.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::fmt;
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::LogFormat;
+
+/// The most verbose level other crates may log at.
+const DEPENDENCY_CAP: Level = Level::DEBUG;
 
 /// Installs the global subscriber. `level` is a filter directive such as `info` or
 /// `pcce_proxy=debug`; it was validated with the configuration. Calling it twice (as
 /// tests may) leaves the first subscriber in place.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter.and(filter_fn(within_cap));
     // Colours only for a person at a terminal; a file or a log pipeline gets plain text.
     let ansi = std::io::stderr().is_terminal();
-    let builder = fmt()
-        .with_env_filter(filter)
+    let layer = fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
+            .boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init();
+}
+
+/// Whether an event or span may be logged at all: the proxy's own at any level, other
+/// crates' up to [`DEPENDENCY_CAP`].
+fn within_cap(metadata: &Metadata<'_>) -> bool {
+    is_own(metadata.target()) || *metadata.level() <= DEPENDENCY_CAP
+}
+
+fn is_own(target: &str) -> bool {
+    target == "pcce_proxy" || target.starts_with("pcce_proxy::")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_proxy_itself_logs_at_trace() {
+        assert!(is_own("pcce_proxy"));
+        assert!(is_own("pcce_proxy::proxy::service"));
+        for other in [
+            "h2::codec",
+            "rustls::client::hs",
+            "hyper_util",
+            "pcce_proxyx",
+        ] {
+            assert!(!is_own(other), "{other}");
+        }
+        assert!(Level::TRACE > DEPENDENCY_CAP && Level::INFO <= DEPENDENCY_CAP);
+    }
 }

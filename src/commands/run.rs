@@ -68,6 +68,13 @@ impl ProxyHandle {
 /// Builds the proxy from `config`, binds its listener and starts serving. The listener
 /// is open before the first login finishes; requests wait for it.
 pub async fn start(config: &Config) -> Result<ProxyHandle, StartError> {
+    let limits = Limits::new(config.listen.max_connections, config.listen.drain_timeout);
+    start_with_limits(config, limits).await
+}
+
+/// [`start`] with other connection [`Limits`] than the configuration gives (tests use
+/// short timeouts).
+pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyHandle, StartError> {
     let forward_tls = tls::client_config(
         &config.console,
         tls::Alpn::from(config.console.http_version),
@@ -84,7 +91,7 @@ pub async fn start(config: &Config) -> Result<ProxyHandle, StartError> {
     let policy = TokenPolicy::from_config(&config.auth, &config.console);
     let tokens = TokenCache::new(Arc::new(login), policy, Arc::new(SystemClock));
 
-    let listener = Listener::bind(&config.listen.address, config.listen.socket_mode)
+    let listener = Listener::bind(&config.listen)
         .await
         .map_err(|source| StartError::Bind {
             address: describe_address(&config.listen.address),
@@ -104,7 +111,6 @@ pub async fn start(config: &Config) -> Result<ProxyHandle, StartError> {
     log_start(config, addr);
     let driver = tokens.spawn_driver();
     let (stop, mut stopped) = watch::channel(false);
-    let limits = Limits::new(config.listen.max_connections, config.listen.drain_timeout);
     let server = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;

@@ -739,6 +739,14 @@ mod tests {
     }
 
     #[test]
+    fn the_client_token_never_shows_in_debug_output() {
+        let cfg = with_token(ClientLogins::Emulate);
+        let debug = format!("{cfg:?} {cfg:#?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("client_token"), "{debug}");
+    }
+
+    #[test]
     fn an_empty_client_token_admits_nobody() {
         let bound = SocketAddr::from(([127, 0, 0, 1], 8083));
         let token = Some(Secret::new(""));

@@ -428,6 +428,12 @@ fn classify_send_error(err: &hyper_util::client::legacy::Error) -> ProxyError {
     }
 
     let detail = error_chain(err);
+    if client_body_failed(err) {
+        return ProxyError::new(
+            ErrorKind::BadRequest,
+            format!("the request body could not be read from the client: {detail}"),
+        );
+    }
     if err.is_connect() {
         return ProxyError::new(
             ErrorKind::ConsoleUnreachable,
@@ -438,6 +444,30 @@ fn classify_send_error(err: &hyper_util::client::legacy::Error) -> ProxyError {
         ErrorKind::ConsoleUnreachable,
         format!("the exchange with the Console failed: {detail}"),
     )
+}
+
+/// Whether the exchange failed because the client's own body did (a malformed chunk, a
+/// client that went away mid-upload), which is no fault of the Console. Over HTTP/1.1
+/// hyper reports a body error caused by the error of the client's connection; over
+/// HTTP/2 it resets the stream itself, and only a failing body makes it do that.
+fn client_body_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(error) = current {
+        if let Some(hyper_error) = error.downcast_ref::<hyper::Error>() {
+            let from_body = std::error::Error::source(hyper_error)
+                .is_some_and(|cause| cause.is::<hyper::Error>());
+            if hyper_error.is_user() && from_body {
+                return true;
+            }
+        }
+        if let Some(h2_error) = error.downcast_ref::<h2::Error>() {
+            if h2_error.is_reset() && !h2_error.is_remote() && !h2_error.is_library() {
+                return true;
+            }
+        }
+        current = error.source();
+    }
+    false
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {

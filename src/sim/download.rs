@@ -8,7 +8,8 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -31,12 +32,25 @@ static CHUNK: LazyLock<Bytes> = LazyLock::new(|| {
 /// so each is a prefix of the same precomputed chunk.
 pub(super) struct DownloadBody {
     remaining: u64,
+    /// Where the bytes handed out are counted, if anywhere.
+    sent: Option<Arc<AtomicU64>>,
 }
 
 impl DownloadBody {
     /// A body of `size` bytes.
     pub(super) fn new(size: u64) -> Self {
-        DownloadBody { remaining: size }
+        DownloadBody {
+            remaining: size,
+            sent: None,
+        }
+    }
+
+    /// A body of `size` bytes that adds each chunk's length to `sent` as it hands it out.
+    pub(super) fn counted(size: u64, sent: Arc<AtomicU64>) -> Self {
+        DownloadBody {
+            remaining: size,
+            sent: Some(sent),
+        }
     }
 }
 
@@ -49,6 +63,9 @@ impl Iterator for DownloadBody {
         }
         let len = usize::try_from(self.remaining).map_or(CHUNK_LEN, |r| r.min(CHUNK_LEN));
         self.remaining -= len as u64;
+        if let Some(sent) = &self.sent {
+            sent.fetch_add(len as u64, Ordering::Relaxed);
+        }
         Some(CHUNK.slice(..len))
     }
 }

@@ -6,7 +6,8 @@
 //! spans an `.await`, so contention is not a concern at test scale.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -45,6 +46,12 @@ pub struct SimStats {
     /// Requests whose credentials were accepted, by credential: a token's `jti`, or
     /// `basic:<username>` for Basic authentication.
     pub requests_per_token: HashMap<String, u64>,
+    /// `upload` requests whose body was received to its end (and then answered).
+    pub uploads_completed: u64,
+    /// Bytes of `download` bodies handed to the connection so far, all downloads
+    /// together. A client that stops reading makes this stop growing, give or take the
+    /// connection's buffers.
+    pub download_bytes_sent: u64,
 }
 
 /// A request as it reached the Console, recorded before any decision about it.
@@ -73,6 +80,8 @@ pub(super) struct State {
     /// Set once the Console shuts down. Requests that would wait forever watch it, because
     /// HTTP/2 streams run in tasks of their own that aborting a connection does not end.
     closing: watch::Sender<bool>,
+    /// Download bytes sent, counted outside the mutex: every chunk adds to it.
+    pub(super) download_bytes: Arc<AtomicU64>,
     inner: Mutex<Inner>,
 }
 
@@ -95,6 +104,7 @@ impl State {
             include_iat: opts.include_iat,
             basic_auth: opts.basic_auth,
             closing: watch::Sender::new(false),
+            download_bytes: Arc::new(AtomicU64::new(0)),
             inner: Mutex::new(Inner {
                 users: opts.users.clone(),
                 key: SigningKey::random(),
@@ -151,7 +161,9 @@ impl State {
     }
 
     pub(super) fn stats(&self) -> SimStats {
-        self.lock().stats.clone()
+        let mut stats = self.lock().stats.clone();
+        stats.download_bytes_sent = self.download_bytes.load(Ordering::Relaxed);
+        stats
     }
 
     pub(super) fn requests(&self) -> Vec<RecordedRequest> {

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod raw;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use pcce_proxy::cli::Cli;
 use pcce_proxy::commands::run::{self, ProxyHandle};
 use pcce_proxy::config::{self, Config};
+use pcce_proxy::server::Limits;
 use pcce_proxy::sim::{SimConsole, SimOptions};
 use tempfile::TempDir;
 
@@ -115,6 +118,15 @@ pub struct TestProxy {
 
 pub async fn start_proxy(config: &Config) -> TestProxy {
     let handle = run::start(config).await.expect("proxy starts");
+    let addr = handle.addr.expect("TCP listener");
+    TestProxy { handle, addr }
+}
+
+/// Like [`start_proxy`] with other connection limits (short timeouts).
+pub async fn start_proxy_with_limits(config: &Config, limits: Limits) -> TestProxy {
+    let handle = run::start_with_limits(config, limits)
+        .await
+        .expect("proxy starts");
     let addr = handle.addr.expect("TCP listener");
     TestProxy { handle, addr }
 }
