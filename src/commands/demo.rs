@@ -82,8 +82,9 @@ and the proxy listens at {base}. Try, from another terminal:
   curl -s {base}/api/v1/version
   curl -s '{base}/api/v1/images?limit=2'
   curl -s -i '{base}/api/v1/images?limit=2&offset=10' | grep -i total-count
-  curl -s '{base}/api/v1/echo/a%2Fb?x=1+2' 
-  curl -s -o /dev/null -w '%{{http_code}}\\n' -H 'Origin: https://evil.example' {base}/api/v1/version
+  curl -s '{base}/api/v1/echo/a%2Fb?x=1+2'
+  curl -s -o /dev/null -w '%{{http_code}}\\n' \\
+       -H 'Origin: https://evil.example' {base}/api/v1/version
 
 The first answers the Console's version with no credentials on the client side. The echo
 endpoint shows what reached the Console: the path and query byte for byte, and the

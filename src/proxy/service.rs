@@ -123,7 +123,7 @@ impl Proxy {
         let outcome = match self.process(request, &request_id).await {
             Ok(outcome) => outcome,
             Err(err) => {
-                tracing::debug!(request.id = %request_id, error.code = err.code(), error = %err.message(), "refused");
+                log_failure(&request_id, &err);
                 Outcome::Local(err.into_response())
             }
         };
@@ -354,7 +354,8 @@ impl Proxy {
             Err(_) => Err(ProxyError::new(
                 ErrorKind::ConsoleTimeout,
                 format!(
-                    "the Console sent no response headers within {}; raise console.response_timeout if this endpoint is slow",
+                    "the Console sent no response headers within {}; raise \
+                     console.response_timeout if this endpoint is slow",
                     humantime::format_duration(timeout)
                 ),
             )),
@@ -371,6 +372,26 @@ impl Proxy {
             }
         }
         Outcome::Upstream(response, generation)
+    }
+}
+
+/// Failures on the Console's side are worth an operator's attention; a guard's refusal
+/// is the proxy working as intended and shows in the access log line anyway.
+fn log_failure(request_id: &str, err: &ProxyError) {
+    if err.status().is_server_error() {
+        tracing::warn!(
+            request.id = %request_id,
+            error.code = err.code(),
+            error = %err.message(),
+            "request failed"
+        );
+    } else {
+        tracing::debug!(
+            request.id = %request_id,
+            error.code = err.code(),
+            error = %err.message(),
+            "request refused"
+        );
     }
 }
 
