@@ -10,6 +10,7 @@
 //! - [`secret`]: a string type that never prints itself, and where passwords come from.
 //! - [`console`]: reaching the Console: TLS trust, connections, the proxy's own logins.
 //! - [`token`]: the cached credential, its expiry rules and the single login driver.
+//! - [`auth`]: the credential requests carry, whichever method: a token or Basic.
 //! - [`proxy`]: the request path: guards, rewrite, forward, retry on 401, errors.
 //! - [`server`]: listeners, connection limits and graceful shutdown.
 //! - [`telemetry`]: logging set-up.
@@ -17,6 +18,7 @@
 //! - [`sim`]: a simulated Console, used by `demo` and the tests; it depends on nothing else
 //!   in the crate, so it cannot bend to fit the proxy.
 
+pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;

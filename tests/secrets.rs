@@ -302,8 +302,8 @@ async fn error_answers_and_debug_output_carry_no_secret() {
     assert!(!answer.text().contains(WRONG_PASSWORD), "{}", answer.text());
     let status = format!(
         "{:?} {:?}",
-        refused.handle.tokens,
-        refused.handle.tokens.status()
+        refused.handle.credentials,
+        refused.handle.credentials.status()
     );
     assert!(!status.contains(WRONG_PASSWORD), "{status}");
 
@@ -321,14 +321,14 @@ async fn error_answers_and_debug_output_carry_no_secret() {
     let token = authorization.trim_start_matches("Bearer ");
     let credential = proxy
         .handle
-        .tokens
+        .credentials
         .credential()
         .await
         .expect("a credential");
     let debug = format!(
         "{credential:?} {:?} {:?}",
-        proxy.handle.tokens,
-        proxy.handle.tokens.status()
+        proxy.handle.credentials,
+        proxy.handle.credentials.status()
     );
     assert!(!debug.contains(token), "a token in Debug output: {debug}");
 

@@ -103,7 +103,7 @@ async fn the_proxy_serves_at_once_and_recovers_when_the_console_comes_back() {
     };
     let console = console_with(options).await;
     let recovered = eventually(std::time::Duration::from_secs(20), || {
-        proxy.handle.tokens.current().is_some()
+        proxy.handle.credentials.current_token().is_some()
     })
     .await;
 

@@ -182,8 +182,9 @@ async fn unusable_login_answers_are_retried_with_growing_waits_and_never_used() 
         );
 
         console.set_login_mode(LoginMode::Normal);
-        let tokens = &proxy.handle.tokens;
-        assert!(eventually(Duration::from_secs(12), || tokens.current().is_some()).await);
+        let credentials = &proxy.handle.credentials;
+        let has_token = || credentials.current_token().is_some();
+        assert!(eventually(Duration::from_secs(12), has_token).await);
         assert_eq!(get(proxy.addr, "/api/v1/version").await.status, 200);
     }
 }

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a runtime failure (the Console, a port in use...), 2 an
 //! invalid configuration or command line.
 
+pub mod check;
 pub mod demo;
 pub mod run;
 pub mod token;
@@ -35,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
 
     match command {
         Command::Run => run::run(config).await,
+        Command::Check => check::check(config).await,
         Command::Token => token::token(config).await,
         other => not_available(&config, other),
     }

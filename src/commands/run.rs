@@ -5,18 +5,17 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::Credentials;
 use crate::config::{AuthMethod, Config, ListenAddress};
-use crate::console::{api_client, connect, login::PasswordLogin, tls};
+use crate::console::{connect, tls};
 use crate::proxy::guard::GuardConfig;
 use crate::proxy::service::Proxy;
 use crate::secret::Secret;
 use crate::server::{self, Drained, Limits, Listener};
-use crate::token::{SystemClock, TokenCache, TokenPolicy};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +40,8 @@ pub enum StartError {
 pub struct ProxyHandle {
     /// The bound TCP address (port 0 resolved); `None` on a unix socket.
     pub addr: Option<SocketAddr>,
-    /// The token cache, for status and tests.
-    pub tokens: TokenCache,
+    /// The proxy's Console credential (token cache or Basic), for status and tests.
+    pub credentials: Credentials,
     stop: watch::Sender<bool>,
     server: JoinHandle<Drained>,
     driver: JoinHandle<()>,
@@ -54,7 +53,7 @@ impl ProxyHandle {
     pub async fn stop(self) -> Drained {
         let _ = self.stop.send(true);
         let drained = self.server.await.unwrap_or(Drained::TimedOut);
-        self.tokens.shutdown();
+        self.credentials.shutdown();
         let _ = self.driver.await;
         drained
     }
@@ -82,14 +81,8 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
     )
     .map_err(|err| StartError::Tls(err.to_string()))?;
     let client = connect::forward_client(&config.console, forward_tls);
-    let api = api_client::api_client(&config.console, None)
-        .map_err(|err| StartError::Tls(err.to_string()))?;
-
-    let login = PasswordLogin::new(api, &config.console, &config.auth).ok_or_else(|| {
-        StartError::Setup("auth.method = \"password\" needs a password source".to_owned())
-    })?;
-    let policy = TokenPolicy::from_config(&config.auth, &config.console);
-    let tokens = TokenCache::new(Arc::new(login), policy, Arc::new(SystemClock));
+    let credentials =
+        Credentials::from_config(config).map_err(|err| StartError::Setup(err.to_string()))?;
 
     let listener = Listener::bind(&config.listen)
         .await
@@ -105,11 +98,11 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
         client_token.clone(),
         config.auth.client_logins,
     );
-    let proxy = Proxy::new(config, guard, client, tokens.clone(), client_token)
+    let proxy = Proxy::new(config, guard, client, credentials.clone(), client_token)
         .map_err(|err| StartError::Setup(err.message().to_owned()))?;
 
     log_start(config, addr);
-    let driver = tokens.spawn_driver();
+    let driver = credentials.spawn_driver();
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(async move {
         let shutdown = async move {
@@ -120,7 +113,7 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
 
     Ok(ProxyHandle {
         addr,
-        tokens,
+        credentials,
         stop,
         server,
         driver,
@@ -137,7 +130,7 @@ pub async fn run(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    spawn_sighup(handle.tokens.clone());
+    spawn_sighup(handle.credentials.clone());
 
     wait_for_termination().await;
     tracing::info!(
@@ -175,7 +168,7 @@ async fn wait_for_termination() {
     }
 }
 
-fn spawn_sighup(tokens: TokenCache) {
+fn spawn_sighup(credentials: Credentials) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
@@ -183,7 +176,7 @@ fn spawn_sighup(tokens: TokenCache) {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: logging in again");
-            tokens.force_login();
+            credentials.force_login();
         }
     });
 }

@@ -1,32 +1,40 @@
 //! `pcce-proxy token`: log in once and print the token on stdout, for scripts such as
-//! `curl -H "Authorization: Bearer $(pcce-proxy token)"`. Diagnostics go to stderr.
+//! `curl -H "Authorization: Bearer $(pcce-proxy token)"`.
+//!
+//! It logs in the way `run` would (`auth.method` `password` or `certificate`, with the
+//! same trust and egress) and checks the answer as the token cache does, so a token it
+//! prints is one the proxy would have used. Stdout carries the token and nothing else;
+//! diagnostics go to stderr and every failure exits non-zero.
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::SystemTime;
 
+use crate::auth;
 use crate::config::Config;
-use crate::console::{api_client, login::PasswordLogin};
-use crate::token::Authenticate;
+use crate::token::Credential;
 
 /// Runs the command.
 pub async fn token(config: Config) -> ExitCode {
-    let api = match api_client::api_client(&config.console, None) {
-        Ok(api) => api,
+    let login = match auth::authenticator(&config) {
+        Ok(login) => login,
         Err(err) => return fail(&err.to_string()),
     };
-    let Some(login) = PasswordLogin::new(api, &config.console, &config.auth) else {
-        return fail("auth.method = \"password\" needs a password source");
+    let token = match login.login().await {
+        Ok(token) => token,
+        Err(err) => return fail(&format!("login failed: {err}")),
     };
-    match login.login().await {
-        Ok(token) => {
-            let mut stdout = std::io::stdout().lock();
-            let written = writeln!(stdout, "{}", token.expose()).and_then(|()| stdout.flush());
-            match written {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => fail(&format!("cannot write the token: {err}")),
-            }
-        }
-        Err(err) => fail(&format!("login failed: {err}")),
+    let received = (SystemTime::now(), tokio::time::Instant::now());
+    let credential = match Credential::from_login(token, 1, received, config.auth.token_lifetime) {
+        Ok(credential) => credential,
+        Err(err) => return fail(&format!("login failed: {err}")),
+    };
+
+    let mut stdout = std::io::stdout().lock();
+    let written = writeln!(stdout, "{}", credential.token().expose()).and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&format!("cannot write the token: {err}")),
     }
 }
 

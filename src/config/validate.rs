@@ -659,6 +659,15 @@ fn auth(raw: RawAuth, problems: &mut Problems) -> AuthConfig {
         }
         AuthMethod::Password | AuthMethod::Basic => password_login(&raw, &username, problems),
     };
+    if method == AuthMethod::Basic && username.contains(':') {
+        problems.push(
+            "auth.username",
+            format!(
+                "{username:?} contains ':', which HTTP Basic cannot carry in a username; use \
+                 auth.method = \"password\""
+            ),
+        );
+    }
     AuthConfig {
         method,
         username,
@@ -1107,6 +1116,16 @@ mod tests {
             config.expect("valid").auth.password,
             Some(PasswordSource::Command(expected))
         );
+    }
+
+    #[test]
+    fn basic_refuses_a_username_with_a_colon() {
+        let message = one_message("[auth]\nmethod = \"basic\"\nusername = \"a:b\"");
+        assert!(
+            message.starts_with("auth.username: \"a:b\" contains ':'"),
+            "{message}"
+        );
+        assert!(check("[auth]\nusername = \"a:b\"").is_ok());
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   applies) and builds the pooled client that forwards requests.
 //! - [`api_client`] is the client for logins, renewals and probes, with the same trust
 //!   and egress, and never following redirects.
+//! - [`session`] makes those calls and reads the Console's answers; [`login`] turns them
+//!   into the password and certificate logins the token cache drives.
 //!
 //! Every failure to reach the Console is classified as a [`connect::ConnectErrorKind`],
 //! which the request path maps to `console_unreachable` or `console_tls`.
@@ -15,4 +17,5 @@
 pub mod api_client;
 pub mod connect;
 pub mod login;
+pub mod session;
 pub mod tls;

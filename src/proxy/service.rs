@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use tokio::sync::Semaphore;
 
+use crate::auth::{Credentials, RequestCredential};
 use crate::config::{ClientLogins, Config, ConsoleUrl, ProjectMode};
 use crate::console::connect::{self, ConnectErrorKind, Connector};
 use crate::proxy::body::{
@@ -28,7 +29,6 @@ use crate::proxy::error::{ErrorKind, ProxyError};
 use crate::proxy::guard::{self, GuardConfig};
 use crate::proxy::rewrite;
 use crate::secret::Secret;
-use crate::token::{Credential, TokenCache};
 
 /// The Prisma Cloud header some clients send their token in.
 const REDLOCK_AUTH: HeaderName = HeaderName::from_static("x-redlock-auth");
@@ -47,7 +47,7 @@ struct Shared {
     authority: Authority,
     guard: GuardConfig,
     client: ConsoleClient,
-    tokens: TokenCache,
+    credentials: Credentials,
     project: Option<String>,
     project_mode: ProjectMode,
     client_logins: ClientLogins,
@@ -78,7 +78,7 @@ impl Proxy {
         config: &Config,
         guard: GuardConfig,
         client: ConsoleClient,
-        tokens: TokenCache,
+        credentials: Credentials,
         client_token: Option<Secret>,
     ) -> Result<Self, ProxyError> {
         let authority = Authority::try_from(config.console.url.authority()).map_err(|_| {
@@ -92,7 +92,7 @@ impl Proxy {
             authority,
             guard,
             client,
-            tokens,
+            credentials,
             project: config
                 .console
                 .project
@@ -187,7 +187,7 @@ impl Proxy {
             };
         }
 
-        let credential = shared.tokens.credential().await?;
+        let credential = shared.credentials.credential().await?;
         let prepared = self.prepare(parts, request_id, true)?;
         self.forward_with_credential(prepared, body, credential)
             .await
@@ -232,12 +232,12 @@ impl Proxy {
         })
     }
 
-    /// Steps 4 to 6 for a request that carries the proxy's token.
+    /// Steps 4 to 6 for a request that carries the proxy's credential.
     async fn forward_with_credential(
         &self,
         prepared: Prepared,
         body: Incoming,
-        credential: Arc<Credential>,
+        credential: RequestCredential,
     ) -> Result<Outcome, ProxyError> {
         let (upstream_body, recording) = self.upstream_body(&prepared.headers, body);
         let retry_headers = recording.as_ref().map(|_| prepared.headers.clone());
@@ -246,7 +246,7 @@ impl Proxy {
         let request = build_request(prepared, upstream_body, Some(credential.header()));
         let response = self.send(request).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(self.respond(response, Some(credential.generation())));
+            return Ok(self.respond(response, credential.generation()));
         }
 
         // The Console refused the token. One new login is due (unless the token is brand
@@ -256,23 +256,18 @@ impl Proxy {
             _ => None,
         };
         let Some((recording, headers)) = replay else {
-            let tokens = self.shared.tokens.clone();
-            let generation = credential.generation();
+            let credentials = self.shared.credentials.clone();
+            let used = credential.clone();
             tokio::spawn(async move {
-                tokens.after_rejection(generation).await;
+                credentials.after_rejection(&used).await;
             });
-            return Ok(self.respond(response, Some(credential.generation())));
+            return Ok(self.respond(response, credential.generation()));
         };
-        let Some(fresh) = self
-            .shared
-            .tokens
-            .after_rejection(credential.generation())
-            .await
-        else {
-            return Ok(self.respond(response, Some(credential.generation())));
+        let Some(fresh) = self.shared.credentials.after_rejection(&credential).await else {
+            return Ok(self.respond(response, credential.generation()));
         };
         let Some(replayed_body) = recording.replay() else {
-            return Ok(self.respond(response, Some(credential.generation())));
+            return Ok(self.respond(response, credential.generation()));
         };
         tracing::debug!(
             token.generation = fresh.generation(),
@@ -286,7 +281,7 @@ impl Proxy {
         };
         let request = build_request(prepared, replayed_body, Some(fresh.header()));
         let response = self.send(request).await?;
-        Ok(self.respond(response, Some(fresh.generation())))
+        Ok(self.respond(response, fresh.generation()))
     }
 
     /// A client's own login call in `forward` mode: its credentials, no project.

@@ -1,5 +1,5 @@
-//! The authentication endpoints: password logins (with their configurable failure
-//! modes), client-certificate logins, token renewal and logout.
+//! The authentication endpoints: password and client-certificate logins (with their
+//! configurable failure modes), token renewal and logout.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
@@ -24,11 +24,37 @@ struct LoginRequest {
     password: String,
 }
 
+/// Which login endpoint was called.
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    /// `authenticate`, with a JSON body.
+    Password,
+    /// `authenticate-client`, with the verified client certificate's common name.
+    Certificate(Option<&'a str>),
+}
+
 /// `POST /api/<v>/authenticate`, answered as the current [`LoginMode`] says and counted
 /// by the status it gets.
 pub(super) async fn authenticate(state: &State, req: Request<Incoming>) -> Response<SimBody> {
     state.count(|s| s.logins_total += 1);
-    let response = login_answer(state, req).await;
+    counted(state, login_answer(state, req, Kind::Password).await)
+}
+
+/// `POST /api/<v>/authenticate-client`: a token for the user named by the common name of
+/// the client certificate the connection presented. The [`LoginMode`] applies here too.
+pub(super) async fn authenticate_client(
+    state: &State,
+    req: Request<Incoming>,
+    client: Option<&str>,
+) -> Response<SimBody> {
+    state.count(|s| s.logins_total += 1);
+    counted(
+        state,
+        login_answer(state, req, Kind::Certificate(client)).await,
+    )
+}
+
+fn counted(state: &State, response: Response<SimBody>) -> Response<SimBody> {
     let ok = response.status() == StatusCode::OK;
     state.count(|s| {
         if ok {
@@ -40,7 +66,7 @@ pub(super) async fn authenticate(state: &State, req: Request<Incoming>) -> Respo
     response
 }
 
-async fn login_answer(state: &State, req: Request<Incoming>) -> Response<SimBody> {
+async fn login_answer(state: &State, req: Request<Incoming>, kind: Kind<'_>) -> Response<SimBody> {
     if req.method() != Method::POST {
         return respond::err(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
@@ -51,13 +77,14 @@ async fn login_answer(state: &State, req: Request<Incoming>) -> Response<SimBody
         Ok(collected) => collected.to_bytes(),
         Err(_) => return respond::err(StatusCode::BAD_REQUEST, "failed to read request body"),
     };
-    match state.login_mode() {
-        LoginMode::Normal => password_login(state, &body),
-        LoginMode::Status(code, body) => custom_status(code, body),
-        LoginMode::EmptyObject => respond::json(StatusCode::OK, &json!({})),
-        LoginMode::EmptyBody => respond::empty(StatusCode::OK),
-        LoginMode::RateLimited { retry_after_secs } => rate_limited(retry_after_secs),
-        LoginMode::Hang => {
+    match (state.login_mode(), kind) {
+        (LoginMode::Normal, Kind::Password) => password_login(state, &body),
+        (LoginMode::Normal, Kind::Certificate(client)) => certificate_login(state, client),
+        (LoginMode::Status(code, body), _) => custom_status(code, body),
+        (LoginMode::EmptyObject, _) => respond::json(StatusCode::OK, &json!({})),
+        (LoginMode::EmptyBody, _) => respond::empty(StatusCode::OK),
+        (LoginMode::RateLimited { retry_after_secs }, _) => rate_limited(retry_after_secs),
+        (LoginMode::Hang, _) => {
             state.closed().await;
             respond::err(StatusCode::SERVICE_UNAVAILABLE, "console is shutting down")
         }
@@ -104,14 +131,24 @@ fn rate_limited(retry_after_secs: Option<u64>) -> Response<SimBody> {
     response
 }
 
-/// `POST /api/<v>/authenticate-client`. The simulated Console asks for no client
-/// certificate, so no caller can present one.
-pub(super) fn authenticate_client(state: &State) -> Response<SimBody> {
-    state.count(|s| {
-        s.logins_total += 1;
-        s.logins_failed += 1;
-    });
-    respond::err(StatusCode::UNAUTHORIZED, "client certificate required")
+/// A certificate login: the common name must be a known user. The simulated Console has
+/// no roles: a user who sees every tenant is `admin`, others `user`.
+fn certificate_login(state: &State, client: Option<&str>) -> Response<SimBody> {
+    let Some(name) = client else {
+        return respond::err(StatusCode::UNAUTHORIZED, "client certificate required");
+    };
+    let Some(user) = state.user(name) else {
+        tracing::debug!(user.name = %name, "sim: no user for the client certificate");
+        return respond::err(StatusCode::UNAUTHORIZED, "invalid client certificate");
+    };
+    tracing::debug!(user.name = %user.username, "sim: certificate login accepted");
+    let role = if user.projects.is_none() {
+        "admin"
+    } else {
+        "user"
+    };
+    let token = state.issue_token(&user.username);
+    respond::json(StatusCode::OK, &json!({ "role": role, "token": token }))
 }
 
 /// `GET /api/<v>/authenticate/renew`: a new token for the holder of an unexpired one.
@@ -122,6 +159,10 @@ pub(super) fn renew(state: &State, req: &Request<Incoming>) -> Response<SimBody>
         state.count(|s| s.renewals_failed += 1);
         return respond::err(StatusCode::UNAUTHORIZED, "invalid or expired token");
     };
+    if state.refuses_renewals() {
+        state.count(|s| s.renewals_failed += 1);
+        return respond::err(StatusCode::UNAUTHORIZED, "token renewal is not allowed");
+    }
     if req.method() != Method::GET {
         return respond::err(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }

@@ -1,8 +1,10 @@
 //! A simulated Console, used by `pcce-proxy demo` and by the tests.
 //!
 //! It serves HTTPS with a self-signed certificate on a loopback port and behaves as the
-//! real Prisma Cloud Compute Console is documented to: password logins returning HS256
-//! tokens, bearer or Basic credentials on every other endpoint, the `project` tenant
+//! real Prisma Cloud Compute Console is documented to: password and client-certificate
+//! logins returning HS256 tokens (client certificates from a CA of its own, see
+//! [`SimConsole::issue_client_cert`]), token renewal and logout, bearer or Basic
+//! credentials on every other endpoint, the `project` tenant
 //! check, rate-limited paginated lists, `{"err": ...}` errors. Beside those it offers
 //! instruments for tests: `echo` and `upload` report what arrived, `download`, `slow`,
 //! `slowbody` and `redirect` send awkward answers, and [`SimConsole`] exposes statistics,
@@ -12,8 +14,8 @@
 //! It depends on nothing else in the crate, so it cannot bend to fit the proxy: where
 //! the real Console's behaviour is unknown, it does the plainest thing and says so.
 //!
-//! Known limits: client-certificate logins (`authenticate-client`) are not implemented
-//! and always answer 401 (see `tls::client_verifier` for where they would start), and
+//! Known limits: the simulated Console has no roles (`authenticate-client` answers
+//! `admin` for a user who sees every tenant, `user` otherwise), and
 //! [`RecordedRequest::body_len`] is the declared length, not a count of received bytes.
 
 mod auth;
@@ -49,13 +51,14 @@ pub use state::{RecordedRequest, SimStats};
 
 use server::Shared;
 use state::State;
-use tls::SimCert;
+use tls::{ClientCa, SimCert};
 
 /// A running simulated Console. It serves until [`SimConsole::shutdown`] is awaited or
 /// the value is dropped (dropping aborts it without waiting).
 pub struct SimConsole {
     addr: SocketAddr,
     cert: SimCert,
+    client_ca: Arc<ClientCa>,
     state: Arc<State>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -66,9 +69,10 @@ impl SimConsole {
     /// within a Tokio runtime.
     pub async fn start(opts: SimOptions) -> io::Result<SimConsole> {
         let cert = SimCert::generate(&opts.cert_names)?;
+        let client_ca = Arc::new(ClientCa::generate()?);
         let shared = Arc::new(Shared {
             state: Arc::new(State::new(&opts)),
-            tls: TlsAcceptor::from(cert.server_config(opts.http2)?),
+            tls: TlsAcceptor::from(cert.server_config(opts.http2, &client_ca)?),
             http2: opts.http2,
         });
         let listener = TcpListener::bind(opts.bind).await?;
@@ -80,6 +84,7 @@ impl SimConsole {
         Ok(SimConsole {
             addr,
             cert,
+            client_ca,
             state,
             stop: Some(stop),
             task: Some(task),
@@ -119,6 +124,32 @@ impl SimConsole {
     /// Lowercase hex SHA-256 of the DER certificate, as a pin is written.
     pub fn cert_sha256_hex(&self) -> String {
         self.cert.sha256_hex()
+    }
+
+    /// The CA certificate (PEM) whose client certificates this Console accepts.
+    pub fn client_ca_pem(&self) -> String {
+        self.client_ca.pem()
+    }
+
+    /// Issues a client certificate for `common_name` (the user `authenticate-client`
+    /// logs in) with a new P-256 key: (certificate PEM, PKCS#8 private key PEM).
+    pub fn issue_client_cert(&self, common_name: &str) -> io::Result<(String, String)> {
+        self.client_ca.issue(common_name)
+    }
+
+    /// Issues a client certificate for `common_name` over an existing public key (a DER
+    /// SubjectPublicKeyInfo, RSA or ECDSA): the certificate PEM.
+    pub fn issue_client_cert_for_key(
+        &self,
+        common_name: &str,
+        public_key_der: &[u8],
+    ) -> io::Result<String> {
+        self.client_ca.issue_for_key(common_name, public_key_der)
+    }
+
+    /// Makes `authenticate/renew` answer 401 from now on (`true`), or work again.
+    pub fn refuse_renewals(&self, refuse: bool) {
+        self.state.set_refuse_renewals(refuse);
     }
 
     /// A snapshot of the counters.

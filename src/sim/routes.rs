@@ -100,13 +100,18 @@ impl Endpoint {
     }
 }
 
-/// Answers one request.
-pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
+/// Answers one request. `client` is the common name of the client certificate the
+/// connection presented, already verified against the Console's client CA.
+pub(super) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    client: Option<Arc<str>>,
+) -> Response<SimBody> {
     state.record(recorded(&req));
     match classify(&state.prefix, req.uri().path()) {
         Route::OutsidePrefix => respond::html_not_found(),
         Route::WebUi => respond::web_page(),
-        Route::Api(endpoint) => api(&state, endpoint, req).await,
+        Route::Api(endpoint) => api(&state, endpoint, req, client.as_deref()).await,
     }
 }
 
@@ -153,10 +158,17 @@ fn is_version(segment: &str) -> bool {
     digits(major) && digits(minor)
 }
 
-async fn api(state: &State, endpoint: Endpoint, req: Request<Incoming>) -> Response<SimBody> {
+async fn api(
+    state: &State,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    client: Option<&str>,
+) -> Response<SimBody> {
     match endpoint {
         Endpoint::Authenticate => return login::authenticate(state, req).await,
-        Endpoint::AuthenticateClient => return login::authenticate_client(state),
+        Endpoint::AuthenticateClient => {
+            return login::authenticate_client(state, req, client).await
+        }
         Endpoint::Renew => return login::renew(state, &req),
         Endpoint::Ping => return respond::text(StatusCode::OK, "OK"),
         Endpoint::Always401 => return unauthorized(state, "unauthorized"),

@@ -79,6 +79,14 @@ async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>) {
         }
     };
     let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    // The handshake has verified the certificate (if any) against the client CA.
+    let client: Option<Arc<str>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| super::tls::common_name(leaf))
+        .map(Arc::from);
     let builder = auto::Builder::new(TokioExecutor::new());
     let builder = match (negotiated_h2, shared.http2) {
         (true, _) => builder.http2_only(),
@@ -89,7 +97,8 @@ async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>) {
     let state = Arc::clone(&shared.state);
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(routes::handle(state, req).await) }
+        let client = client.clone();
+        async move { Ok::<_, Infallible>(routes::handle(state, req, client).await) }
     });
     if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
         tracing::debug!(%error, "sim: connection ended with an error");

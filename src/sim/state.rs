@@ -24,13 +24,13 @@ const LIST_WINDOW: Duration = Duration::from_secs(30);
 /// Counters of what the Console has seen, as a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SimStats {
-    /// Requests to `/api/<v>/authenticate` that arrived, answered or not (a hanging
-    /// login is counted here at once).
+    /// Requests to `/api/<v>/authenticate` and `/api/<v>/authenticate-client` that
+    /// arrived, answered or not (a hanging login is counted here at once).
     pub logins_total: u64,
     /// Login answers with status 200, whether or not they carried a token (see
     /// [`LoginMode`]).
     pub logins_ok: u64,
-    /// Login answers with any other status, `authenticate-client` included.
+    /// Login answers with any other status.
     pub logins_failed: u64,
     /// `authenticate/renew` calls answered with a new token.
     pub renewals_ok: u64,
@@ -91,6 +91,7 @@ struct Inner {
     logged_out: HashSet<String>,
     lifetime: Duration,
     login_mode: LoginMode,
+    refuse_renewals: bool,
     stats: SimStats,
     requests: Vec<RecordedRequest>,
     list_calls: VecDeque<Instant>,
@@ -111,6 +112,7 @@ impl State {
                 logged_out: HashSet::new(),
                 lifetime: opts.token_lifetime,
                 login_mode: LoginMode::Normal,
+                refuse_renewals: false,
                 stats: SimStats::default(),
                 requests: Vec::new(),
                 list_calls: VecDeque::new(),
@@ -180,6 +182,14 @@ impl State {
 
     pub(super) fn set_login_mode(&self, mode: LoginMode) {
         self.lock().login_mode = mode;
+    }
+
+    pub(super) fn refuses_renewals(&self) -> bool {
+        self.lock().refuse_renewals
+    }
+
+    pub(super) fn set_refuse_renewals(&self, refuse: bool) {
+        self.lock().refuse_renewals = refuse;
     }
 
     pub(super) fn set_token_lifetime(&self, lifetime: Duration) {

@@ -651,3 +651,86 @@ async fn shutdown_ends_a_hanging_login() {
         .expect("login ends");
     assert!(outcome.expect("task").is_err());
 }
+
+/// A client presenting the certificate and key given as PEM.
+fn client_with_certificate(sim: &SimConsole, cert_pem: &str, key_pem: &str) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(sim.cert_der()))
+        .expect("the simulated certificate parses");
+    let chain = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("certificate")];
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client identity");
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client builds")
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_the_console_ca_logs_its_user_in() {
+    let sim = SimConsole::start(SimOptions::default())
+        .await
+        .expect("starts");
+    let (cert, key) = sim.issue_client_cert("admin").expect("issued");
+    let holder = client_with_certificate(&sim, &cert, &key);
+
+    let url = format!("{}/api/v1/authenticate-client", sim.url());
+    let answer = holder.post(&url).send().await.expect("answer");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let body: Value = answer.json().await.expect("json");
+    assert_eq!(body["role"], "admin");
+    let token = body["token"].as_str().expect("token");
+    let version = get_with_token(&sim, &holder, "/api/v1/version", token).await;
+    assert_eq!(version.status(), StatusCode::OK);
+
+    // Without a certificate, or with one for an unknown user: 401.
+    let plain = client(&sim);
+    let answer = plain.post(&url).send().await.expect("answer");
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    let (cert, key) = sim.issue_client_cert("nobody").expect("issued");
+    let stranger = client_with_certificate(&sim, &cert, &key);
+    let answer = stranger.post(&url).send().await.expect("answer");
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    let stats = sim.stats();
+    assert_eq!((stats.logins_ok, stats.logins_failed), (1, 2));
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_fails_the_handshake() {
+    let sim = SimConsole::start(SimOptions::default())
+        .await
+        .expect("starts");
+    let other = SimConsole::start(SimOptions::default())
+        .await
+        .expect("starts");
+    let (cert, key) = other.issue_client_cert("admin").expect("issued");
+    let client = client_with_certificate(&sim, &cert, &key);
+    let url = format!("{}/api/v1/authenticate-client", sim.url());
+    let failed = client.post(&url).send().await.expect_err("refused");
+    assert!(failed.is_connect() || failed.is_request(), "{failed:?}");
+    assert_eq!(sim.stats().logins_total, 0);
+}
+
+#[tokio::test]
+async fn renewals_can_be_refused() {
+    let (sim, client) = start(SimOptions::default()).await;
+    let token = login(&sim, &client, ADMIN.0, ADMIN.1).await;
+    sim.refuse_renewals(true);
+    let refused = get_with_token(&sim, &client, "/api/v1/authenticate/renew", &token).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    sim.refuse_renewals(false);
+    let renewed = get_with_token(&sim, &client, "/api/v1/authenticate/renew", &token).await;
+    assert_eq!(renewed.status(), StatusCode::OK);
+    let stats = sim.stats();
+    assert_eq!((stats.renewals_ok, stats.renewals_failed), (1, 1));
+}

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use super::backoff::{Backoff, PauseKind};
 use super::credential::Credential;
 use super::{Authenticate, Clock, LoginError};
-use crate::config::{AuthConfig, ConsoleConfig};
+use crate::config::{AuthConfig, ConsoleConfig, RefreshMode};
 
 /// The timing rules of the token cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,12 @@ pub struct TokenPolicy {
     pub backoff_initial: Duration,
     /// The largest backoff step (60 s).
     pub backoff_max: Duration,
+    /// Refresh by renewing the current token instead of logging in (`auth.refresh =
+    /// "renew"`). Default false.
+    pub renew: bool,
+    /// With `renew`, the longest time between full logins, since a renewal never checks
+    /// the credentials again (24 h).
+    pub full_login_every: Duration,
 }
 
 impl TokenPolicy {
@@ -50,6 +56,7 @@ impl TokenPolicy {
             refresh_before: auth.refresh_before,
             token_lifetime: auth.token_lifetime,
             max_wait: console.response_timeout,
+            renew: auth.refresh == RefreshMode::Renew,
             ..TokenPolicy::default()
         }
     }
@@ -74,6 +81,8 @@ impl Default for TokenPolicy {
             refused_pause: Duration::from_secs(5 * 60),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            renew: false,
+            full_login_every: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -106,7 +115,7 @@ pub struct TokenStatus {
     pub expires_at: Option<SystemTime>,
     /// When the current token was received.
     pub last_refresh: Option<SystemTime>,
-    /// Successful logins since start.
+    /// Successful logins since start, renewals included.
     pub logins_ok: u64,
     /// Failed logins since start.
     pub logins_failed: u64,
@@ -161,6 +170,8 @@ pub(super) struct State {
     pub(super) logins_ok: u64,
     pub(super) logins_failed: u64,
     pub(super) last_refresh: Option<SystemTime>,
+    /// When the last full login (not a renewal) succeeded, on both clocks.
+    pub(super) last_full_login: Option<(SystemTime, Instant)>,
     pub(super) closed: bool,
 }
 
@@ -295,6 +306,22 @@ impl TokenCache {
     /// The current credential if it is usable now; never waits.
     pub fn current(&self) -> Option<Arc<Credential>> {
         self.shared.usable()
+    }
+
+    /// Logs the current token out at the Console and forgets it, so that no later
+    /// request sends it (`auth.logout_on_exit`; call it after [`TokenCache::shutdown`]).
+    /// Returns whether there was a usable token to log out.
+    pub async fn logout(&self) -> Result<bool, LoginError> {
+        let Some(credential) = self.shared.usable() else {
+            return Ok(false);
+        };
+        self.shared.current.store(None);
+        self.shared.auth.logout(credential.token()).await?;
+        info!(
+            token.generation = credential.generation(),
+            "logged the token out at the Console"
+        );
+        Ok(true)
     }
 
     /// A snapshot for `/status` and `/readyz`.

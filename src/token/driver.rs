@@ -6,6 +6,12 @@
 //! on tokio's monotonic clock, which stands still while a laptop is suspended, so it also
 //! wakes at least every [`WALL_RECHECK`] to compare the token with the wall clock; and a
 //! request that finds the token expired wakes it at once.
+//!
+//! With [`super::TokenPolicy::renew`], a scheduled refresh exchanges the current token
+//! ([`super::Authenticate::renew`]) instead of logging in, and falls back to a login in
+//! the same attempt when the renewal fails. Every other login (the first, a forced one,
+//! one without a usable token, one after a 401) is a full login, and so is a refresh
+//! once `full_login_every` has passed since the last full login.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,6 +31,34 @@ const WALL_RECHECK: Duration = Duration::from_secs(30);
 
 /// How often changed credentials are looked for while refused credentials pause logins.
 const CREDENTIALS_POLL: Duration = Duration::from_secs(2);
+
+/// The reason for a login that a renewal may replace: a scheduled refresh.
+const REFRESH: &str = "refresh";
+
+/// How a token was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// A full login with the credentials.
+    Login,
+    /// An exchange of the current token at `/authenticate/renew`.
+    Renewal,
+}
+
+impl Via {
+    fn name(self) -> &'static str {
+        match self {
+            Via::Login => "login",
+            Via::Renewal => "renew",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Via::Login => "logged in to the Console",
+            Via::Renewal => "renewed the token at the Console",
+        }
+    }
+}
 
 /// What the driver does next.
 #[derive(Debug)]
@@ -85,7 +119,7 @@ impl Shared {
         let due = credential.refresh_after(self.policy.refresh_before);
         let age = credential.age(wall, mono);
         if age >= due {
-            return Step::Login("refresh");
+            return Step::Login(REFRESH);
         }
         debug!(
             token.generation = credential.generation(),
@@ -112,22 +146,72 @@ impl Shared {
         }
     }
 
-    /// Performs one login and records its outcome; abandons it on shutdown.
+    /// Performs one login (or renewal) and records its outcome; abandons it on shutdown.
     async fn attempt(&self, reason: &'static str, progress: &mut watch::Receiver<Progress>) {
         self.begin_attempt();
-        debug!(reason, "logging in to the Console");
-        // The authenticator has its own timeouts; this one only guarantees that a hung
-        // login cannot stop the driver for good.
-        let limit = self.policy.max_wait;
-        let login = tokio::time::timeout(limit, self.auth.login());
+        let renewal = self.renewal_due(reason);
+        debug!(
+            reason,
+            renew = renewal.is_some(),
+            "logging in to the Console"
+        );
         tokio::select! {
-            result = login => {
-                self.finish_attempt(result.unwrap_or(Err(LoginError::Timeout(limit))));
-            }
+            (result, via) = self.obtain(renewal) => self.finish_attempt(result, via),
             _ = progress.wait_for(|progress| progress.closed) => {
                 self.lock().in_flight = false;
             }
         }
+    }
+
+    /// The current token, when this attempt should renew it rather than log in: the
+    /// policy says so, it is a scheduled refresh of a usable token, and the last full
+    /// login is less than `full_login_every` ago (a renewal never checks the credentials
+    /// again, so they are checked at least that often).
+    fn renewal_due(&self, reason: &str) -> Option<Secret> {
+        if !self.policy.renew || reason != REFRESH {
+            return None;
+        }
+        let (wall, mono) = self.now();
+        let (last_wall, last_mono) = self.lock().last_full_login?;
+        let by_wall = wall.duration_since(last_wall).unwrap_or_default();
+        let since = by_wall.max(mono.saturating_duration_since(last_mono));
+        if since >= self.policy.full_login_every {
+            debug!(
+                since_s = since.as_secs(),
+                "a full login is due instead of a renewal"
+            );
+            return None;
+        }
+        self.usable().map(|credential| credential.token().clone())
+    }
+
+    /// Renews `renewal` when given, falling back to a login when that fails; otherwise
+    /// logs in. The authenticator has its own timeouts; these only guarantee that a hung
+    /// call cannot stop the driver for good.
+    async fn obtain(&self, renewal: Option<Secret>) -> (Result<Secret, LoginError>, Via) {
+        let limit = self.policy.max_wait;
+        if let Some(current) = renewal {
+            let renewed = tokio::time::timeout(limit, self.auth.renew(&current))
+                .await
+                .unwrap_or(Err(LoginError::Timeout(limit)));
+            match renewed.and_then(|token| self.check_usable(token)) {
+                Ok(token) => return (Ok(token), Via::Renewal),
+                Err(error) => {
+                    warn!(error = %error, "renewing the token failed; logging in instead")
+                }
+            }
+        }
+        let login = tokio::time::timeout(limit, self.auth.login())
+            .await
+            .unwrap_or(Err(LoginError::Timeout(limit)));
+        (login, Via::Login)
+    }
+
+    /// A renewed token goes through the same checks as a login answer before it is
+    /// preferred over a login.
+    fn check_usable(&self, token: Secret) -> Result<Secret, LoginError> {
+        Credential::from_login(token.clone(), 0, self.now(), self.policy.token_lifetime)?;
+        Ok(token)
     }
 
     fn begin_attempt(&self) {
@@ -139,14 +223,14 @@ impl Shared {
     }
 
     /// Turns the answer into the current credential or a pause, then releases waiters.
-    fn finish_attempt(&self, result: Result<Secret, LoginError>) {
+    fn finish_attempt(&self, result: Result<Secret, LoginError>, via: Via) {
         let received = self.now();
         let mut state = self.lock();
         let generation = state.generation + 1;
         let lifetime = self.policy.token_lifetime;
         match result.and_then(|token| Credential::from_login(token, generation, received, lifetime))
         {
-            Ok(credential) => self.succeeded(&mut state, credential),
+            Ok(credential) => self.succeeded(&mut state, credential, via, received),
             Err(error) => self.failed(&mut state, error, received.1),
         }
         state.in_flight = false;
@@ -156,13 +240,24 @@ impl Shared {
             .send_modify(|progress| progress.finished = finished);
     }
 
-    fn succeeded(&self, state: &mut State, credential: Credential) {
+    fn succeeded(
+        &self,
+        state: &mut State,
+        credential: Credential,
+        via: Via,
+        received: (SystemTime, Instant),
+    ) {
         info!(
             token.generation = credential.generation(),
             token.expires_at = %humantime::format_rfc3339_seconds(credential.expires_at()),
             token.lifetime_s = credential.lifetime().as_secs(),
-            "logged in to the Console"
+            token.via = via.name(),
+            "{}",
+            via.message()
         );
+        if via == Via::Login {
+            state.last_full_login = Some(received);
+        }
         state.generation = credential.generation();
         state.logins_ok += 1;
         state.consecutive_failures = 0;

@@ -27,11 +27,13 @@ pub use credential::Credential;
 /// Why a login did not produce a token. Messages never contain a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoginError {
-    /// The TCP connection (or the egress tunnel) could not be made.
-    #[error("cannot connect to the Console: {0}")]
+    /// The TCP connection (or the egress tunnel) could not be made. The message is
+    /// complete: it names the Console's address or the egress proxy.
+    #[error("{0}")]
     Connect(String),
-    /// The TLS handshake failed or the certificate was not trusted.
-    #[error("TLS with the Console failed: {0}")]
+    /// The TLS handshake failed or the certificate was not trusted. The message is
+    /// complete: it says that TLS failed and why.
+    #[error("{0}")]
     Tls(String),
     /// No answer within the timeout.
     #[error("the Console did not answer the login within {0:?}")]
@@ -64,15 +66,32 @@ pub enum LoginError {
     Credentials(String),
 }
 
-/// A future returned by [`Authenticate::login`].
+/// A future returned by [`Authenticate::login`] and [`Authenticate::renew`].
 pub type LoginFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, LoginError>> + Send + 'a>>;
 
-/// One way of obtaining a token from the Console (password, certificate, renew...).
+/// A future returned by [`Authenticate::logout`].
+pub type LogoutFuture<'a> = Pin<Box<dyn Future<Output = Result<(), LoginError>> + Send + 'a>>;
+
+/// One way of obtaining a token from the Console (password, certificate...).
 ///
 /// Implementations read their secret at every call, so a rotated password is picked up.
 pub trait Authenticate: Send + Sync + 'static {
     /// Performs one login and returns the raw token string.
     fn login(&self) -> LoginFuture<'_>;
+
+    /// Exchanges `current`, a token still valid, for a new one without presenting the
+    /// credentials again (`auth.refresh = "renew"`). The default logs in instead.
+    fn renew<'a>(&'a self, current: &'a Secret) -> LoginFuture<'a> {
+        let _ = current;
+        self.login()
+    }
+
+    /// Invalidates `token` at the Console (`auth.logout_on_exit`). The default does
+    /// nothing, for methods without a logout call.
+    fn logout<'a>(&'a self, token: &'a Secret) -> LogoutFuture<'a> {
+        let _ = token;
+        Box::pin(async { Ok(()) })
+    }
 
     /// Whether the credentials differ from those of the last login (for example, the
     /// password file's content changed). Polled every few seconds while logins pause after

@@ -29,6 +29,10 @@ enum Answer {
 struct FakeAuth {
     script: Mutex<VecDeque<Answer>>,
     calls: Mutex<Vec<Instant>>,
+    /// Answers to renewals (fresh tokens once it runs out), and the tokens renewed.
+    renewals: Mutex<VecDeque<Answer>>,
+    renewed: Mutex<Vec<String>>,
+    logged_out: Mutex<Vec<String>>,
     delay: Duration,
     changed: AtomicBool,
     tokens: AtomicUsize,
@@ -39,6 +43,9 @@ impl FakeAuth {
         Arc::new(FakeAuth {
             script: Mutex::new(script.into()),
             calls: Mutex::new(Vec::new()),
+            renewals: Mutex::new(VecDeque::new()),
+            renewed: Mutex::new(Vec::new()),
+            logged_out: Mutex::new(Vec::new()),
             delay,
             changed: AtomicBool::new(false),
             tokens: AtomicUsize::new(0),
@@ -54,6 +61,23 @@ impl FakeAuth {
         let calls = self.calls.lock().expect("not poisoned");
         calls.windows(2).map(|pair| pair[1] - pair[0]).collect()
     }
+
+    fn renewed(&self) -> Vec<String> {
+        self.renewed.lock().expect("not poisoned").clone()
+    }
+
+    async fn play(&self, answer: Option<Answer>) -> Result<Secret, LoginError> {
+        sleep(self.delay).await;
+        match answer.unwrap_or(Answer::Fresh) {
+            Answer::Fresh => {
+                let n = self.tokens.fetch_add(1, Ordering::SeqCst);
+                Ok(Secret::new(format!("s3cr3t-token-{n}")))
+            }
+            Answer::Token(token) => Ok(Secret::new(token)),
+            Answer::Fail(error) => Err(error),
+            Answer::Hang => std::future::pending().await,
+        }
+    }
 }
 
 impl Authenticate for FakeAuth {
@@ -63,18 +87,20 @@ impl Authenticate for FakeAuth {
             .expect("not poisoned")
             .push(Instant::now());
         let answer = self.script.lock().expect("not poisoned").pop_front();
-        Box::pin(async move {
-            sleep(self.delay).await;
-            match answer.unwrap_or(Answer::Fresh) {
-                Answer::Fresh => {
-                    let n = self.tokens.fetch_add(1, Ordering::SeqCst);
-                    Ok(Secret::new(format!("s3cr3t-token-{n}")))
-                }
-                Answer::Token(token) => Ok(Secret::new(token)),
-                Answer::Fail(error) => Err(error),
-                Answer::Hang => std::future::pending().await,
-            }
-        })
+        Box::pin(self.play(answer))
+    }
+
+    fn renew<'a>(&'a self, current: &'a Secret) -> LoginFuture<'a> {
+        let current = current.expose().to_owned();
+        self.renewed.lock().expect("not poisoned").push(current);
+        let answer = self.renewals.lock().expect("not poisoned").pop_front();
+        Box::pin(self.play(answer))
+    }
+
+    fn logout<'a>(&'a self, token: &'a Secret) -> LogoutFuture<'a> {
+        let token = token.expose().to_owned();
+        self.logged_out.lock().expect("not poisoned").push(token);
+        Box::pin(async { Ok(()) })
     }
 
     fn credentials_changed(&self) -> bool {
@@ -571,4 +597,98 @@ async fn status_reports_the_token_without_the_token() {
     let text = format!("{cache:?} {status:?} {credential:?}");
     assert!(!text.contains("s3cr3t"), "{text}");
     assert_eq!(credential.token().expose(), "s3cr3t-token-0");
+}
+
+fn renewing(hours_between_full_logins: u64) -> TokenPolicy {
+    TokenPolicy {
+        renew: true,
+        full_login_every: Duration::from_secs(hours_between_full_logins * 3_600),
+        ..TokenPolicy::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn renew_mode_renews_the_current_token_at_each_refresh() {
+    let Setup { cache, auth, .. } = setup(vec![], Duration::ZERO, renewing(24));
+    cache.spawn_driver();
+    assert_eq!(generation(&cache).await, 1);
+
+    sleep(25 * MINUTE * 3 + Duration::from_secs(1)).await;
+    assert_eq!(auth.calls(), 1, "only the first token comes from a login");
+    assert_eq!(
+        auth.renewed(),
+        ["s3cr3t-token-0", "s3cr3t-token-1", "s3cr3t-token-2"],
+        "each renewal presents the token it replaces"
+    );
+    assert_eq!(generation(&cache).await, 4);
+    assert_eq!(cache.status().logins_ok, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_renewal_falls_back_to_a_login_at_once() {
+    let Setup { cache, auth, .. } = setup(vec![], Duration::ZERO, renewing(24));
+    auth.renewals.lock().expect("not poisoned").extend([
+        Answer::Fail(LoginError::Refused {
+            status: 401,
+            message: "invalid or expired token".into(),
+        }),
+        Answer::Token(String::new()),
+    ]);
+    cache.spawn_driver();
+    assert_eq!(generation(&cache).await, 1);
+
+    sleep(25 * MINUTE + Duration::from_secs(1)).await;
+    assert_eq!((auth.renewed().len(), auth.calls()), (1, 2));
+    assert_eq!(generation(&cache).await, 2);
+    assert_eq!(
+        cache.status().logins_failed,
+        0,
+        "the fallback login succeeded"
+    );
+
+    // An unusable renewal answer is no token either: a login follows.
+    sleep(25 * MINUTE).await;
+    assert_eq!((auth.renewed().len(), auth.calls()), (2, 3));
+    assert_eq!(generation(&cache).await, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renew_mode_still_logs_in_fully_once_the_interval_has_passed() {
+    let Setup { cache, auth, .. } = setup(vec![], Duration::ZERO, renewing(1));
+    cache.spawn_driver();
+    assert_eq!(generation(&cache).await, 1);
+
+    // Refreshes at 25, 50, 75 and 100 minutes: renewals until an hour has passed since
+    // the login, then a login, then renewals again.
+    sleep(100 * MINUTE + Duration::from_secs(1)).await;
+    assert_eq!(auth.renewed().len(), 3);
+    assert_eq!(auth.calls(), 2);
+    let gaps = auth.gaps();
+    assert_eq!(gaps, [75 * MINUTE]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forced_logins_and_logins_without_a_usable_token_never_renew() {
+    let Setup { cache, auth, clock } = setup(vec![], Duration::ZERO, renewing(24));
+    cache.spawn_driver();
+    assert_eq!(generation(&cache).await, 1);
+    cache.force_login();
+    sleep(Duration::from_millis(1)).await;
+    clock.sleep_laptop(Duration::from_secs(3_600));
+    assert_eq!(generation(&cache).await, 3);
+    assert_eq!((auth.calls(), auth.renewed().len()), (3, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn logout_invalidates_the_current_token_and_forgets_it() {
+    let Setup { cache, auth, .. } = running(vec![], Duration::ZERO);
+    assert_eq!(generation(&cache).await, 1);
+    cache.shutdown();
+    assert_eq!(cache.logout().await, Ok(true));
+    assert_eq!(
+        *auth.logged_out.lock().expect("not poisoned"),
+        ["s3cr3t-token-0"]
+    );
+    assert!(cache.current().is_none());
+    assert_eq!(cache.logout().await, Ok(false));
 }

@@ -332,3 +332,57 @@ address = "off"
     );
     files.write("config.toml", &text)
 }
+
+/// A TOML string literal for `value`, whatever characters it holds.
+pub fn toml_string(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
+}
+
+/// The `[console]` lines for `console`: its URL, and its certificate trusted by CA file.
+pub fn console_toml(console: &SimConsole, files: &Files) -> String {
+    let ca = files.write("console-ca.pem", &console.cert_pem());
+    format!(
+        "url = {}\nca_file = {}\n",
+        toml_string(&console.url()),
+        toml_string(&ca.display().to_string())
+    )
+}
+
+/// Loads the TOML configuration `text` as the binary would (written to `config.toml`,
+/// with `env` as the environment), listening on 127.0.0.1:0 with the admin listener off.
+pub fn config_from_toml(files: &Files, text: &str, env: &[(&str, &str)]) -> Config {
+    let path = files.write("config.toml", text);
+    let args = [
+        "pcce-proxy",
+        "-c",
+        path.to_str().expect("UTF-8 path"),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "off",
+    ];
+    let cli = Cli::try_parse_from(args).expect("test arguments parse");
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    config::load(&cli.global, &env).expect("test configuration is valid")
+}
+
+/// The binary run once with `args` (a command and its options) and `env`, its output
+/// collected: (exit code, stdout, stderr).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pcce-proxy"))
+        .args(args)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
