@@ -13,7 +13,7 @@
 //! - [`auth`]: the credential requests carry, whichever method: a token or Basic.
 //! - [`proxy`]: the request path: guards, rewrite, forward, retry on 401, errors.
 //! - [`server`]: listeners, connection limits and graceful shutdown.
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logging set-up; [`log_writer`]: its buffered, ordered stderr output.
 //! - [`commands`]: the `run`, `demo`, `check`, `token` and `health` commands.
 //! - [`sim`]: a simulated Console, used by `demo` and the tests; it depends on nothing else
 //!   in the crate, so it cannot bend to fit the proxy.
@@ -23,6 +23,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod console;
+pub mod log_writer;
 pub mod proxy;
 pub mod secret;
 pub mod server;

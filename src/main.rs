@@ -18,5 +18,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(commands::dispatch(cli))
+    let code = runtime.block_on(commands::dispatch(cli));
+    // Log lines are written in batches; the last ones must not be lost at exit.
+    pcce_proxy::log_writer::flush();
+    code
 }

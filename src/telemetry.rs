@@ -21,6 +21,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::log_writer::{self, BufferedStderr};
 
 /// The most verbose level other crates may log at.
 const DEPENDENCY_CAP: Level = Level::DEBUG;
@@ -34,7 +35,7 @@ pub fn init(format: LogFormat, level: &str) {
     // Colours only for a person at a terminal; a file or a log pipeline gets plain text.
     let ansi = std::io::stderr().is_terminal();
     let layer = fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(BufferedStderr)
         .with_ansi(ansi)
         .with_target(false);
     let layer = match format {
@@ -45,9 +46,12 @@ pub fn init(format: LogFormat, level: &str) {
             .with_current_span(false)
             .boxed(),
     };
-    let _ = tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(layer.with_filter(filter))
         .try_init();
+    if installed.is_ok() {
+        log_writer::flush_on_panic();
+    }
 }
 
 /// Whether an event or span may be logged at all: the proxy's own at any level, other

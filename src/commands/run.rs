@@ -140,6 +140,7 @@ pub async fn run(config: Config) -> ExitCode {
     tokio::spawn(async {
         wait_for_termination().await;
         tracing::warn!("second signal: exiting at once");
+        crate::log_writer::flush();
         std::process::exit(1);
     });
     tokio::time::sleep(config.listen.shutdown_delay).await;
