@@ -165,27 +165,47 @@ const CLIENT_ONLY: [HeaderName; 4] = [
 /// `Connection: authorization` cannot remove them.
 pub fn strip_request_headers(headers: &mut HeaderMap) {
     strip_connection_named(headers);
-    for name in HOP_BY_HOP.iter().chain(&CLIENT_ONLY) {
-        headers.remove(name);
-    }
+    strip_listed(headers, |name| {
+        HOP_BY_HOP.contains(name) || CLIENT_ONLY.contains(name)
+    });
 }
 
 /// Removes from the Console's response the hop-by-hop headers and every header named in
 /// a `Connection` value; every end-to-end header passes unchanged.
 pub fn strip_response_headers(headers: &mut HeaderMap) {
     strip_connection_named(headers);
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    strip_listed(headers, |name| HOP_BY_HOP.contains(name));
+}
+
+/// Removes every header whose name `listed` picks.
+///
+/// This runs twice per request. A message has a handful of distinct names and usually
+/// none of the listed ones, so the names present are compared (cheap) instead of looking
+/// each listed name up in the map (a hash and a probe each).
+fn strip_listed(headers: &mut HeaderMap, listed: impl Fn(&HeaderName) -> bool) {
+    while let Some(name) = headers.keys().find(|name| listed(name)).cloned() {
+        headers.remove(&name);
     }
 }
 
 /// Removes the headers that `Connection` values name as connection options.
+///
+/// Options that are hop-by-hop headers anyway (`keep-alive`, as most servers send) and
+/// options naming no header present (`close`) are skipped without parsing a name.
 fn strip_connection_named(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| {
+            let hop_by_hop = HOP_BY_HOP
+                .iter()
+                .any(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token));
+            let present = std::str::from_utf8(token).is_ok_and(|t| headers.contains_key(t));
+            !hop_by_hop && present
+        })
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
         .collect();
     for name in named {
         headers.remove(name);
