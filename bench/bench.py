@@ -339,7 +339,8 @@ class Bench:
                       STATUS_PORT=self.status_port, CERT=cert, KEY=key,
                       TOKEN_PREFIX=self.token_prefix,
                       TOKEN_REGEX=re.escape(self.token_prefix) + "[0-9a-f]{32}",
-                      IMAGES_JSON=self.images)
+                      IMAGES_JSON=self.images,
+                      LISTEN_OPTIONS=" http2" if self.args.upstream_http2 else "")
         self.upstream_dir = up
         proc = self.procs.start("upstream", ["nginx", "-c", conf, "-p", up],
                                 up / "stdout.log")
@@ -394,7 +395,8 @@ class Bench:
         conf = render("pcce-proxy.toml", home / "config.toml", DIR=home,
                       PORT=port, UPSTREAM_PORT=self.upstream_port, CA=self.ca,
                       TOKEN_LIFETIME=lifetime,
-                      LOG_LEVEL="info" if self.args.access_log else "warn")
+                      LOG_LEVEL="info" if self.args.access_log else "warn",
+                      HTTP_VERSION=self.args.http_version)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("PCCE_PROXY_")}
         proc = self.procs.start(name, [self.args.proxy_bin, "-c", conf, "run"],
@@ -782,6 +784,8 @@ def report(results, args, bench):
         f"of {args.duration} s per target and level, median shown; "
         f"{args.download_rounds} download(s) of 1 GiB per target; "
         f"access logs {'on' if args.access_log else 'off'}; "
+        f"upstream offers HTTP/2: {'yes' if args.upstream_http2 else 'no'}; "
+        f"pcce-proxy console.http_version = {args.http_version}; "
         f"whole run {results['elapsed_s']:.0f} s",
         *[f"- {name}: {text}" for name, text in versions.items()],
         "",
@@ -847,6 +851,12 @@ def parse_args(argv):
                         action="store_false",
                         help="no per-request log lines in any proxy "
                              "(pcce-proxy at log.level = warn)")
+    parser.add_argument("--upstream-http2", action="store_true",
+                        help="the stand-in Console offers HTTP/2 (ALPN h2) "
+                             "besides HTTP/1.1")
+    parser.add_argument("--http-version", default="auto",
+                        choices=["auto", "http1", "http2"],
+                        help="console.http_version of pcce-proxy")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--output", default=str(BENCH_DIR / "results"
                                                 / "latest.md"))
