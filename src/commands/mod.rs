@@ -4,6 +4,7 @@
 //! invalid configuration or command line.
 
 pub mod demo;
+pub mod health;
 pub mod run;
 pub mod token;
 
@@ -36,6 +37,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
     match command {
         Command::Run => run::run(config).await,
         Command::Token => token::token(config).await,
+        Command::Health { wait } => health::health(&config, wait.as_deref()).await,
         other => not_available(&config, other),
     }
 }

@@ -2,20 +2,32 @@
 //!
 //! [`start`] is the whole proxy in one call, returning a [`ProxyHandle`]; the `run`
 //! command adds signal handling around it, and the tests and `demo` call it directly.
+//!
+//! Shutdown has one path, whoever starts it (a signal, `POST /quitquitquit`,
+//! [`ProxyHandle::stop`]): readiness turns 503 at once, the proxy keeps serving for
+//! `listen.shutdown_delay` (so that load balancers notice), stops accepting, lets requests
+//! in flight finish for up to `listen.drain_timeout`, stops the login driver, logs its
+//! token out when `auth.logout_on_exit` asks for it, and closes the admin listener last.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{AuthMethod, Config, ListenAddress};
+use crate::admin::{self, Admin, StaticInfo};
+use crate::config::{AuthMethod, ClientLogins, Config, ListenAddress};
+use crate::console::logout::Logout;
 use crate::console::{api_client, connect, login::PasswordLogin, tls};
+use crate::metrics::Metrics;
 use crate::proxy::guard::GuardConfig;
 use crate::proxy::service::Proxy;
 use crate::secret::Secret;
 use crate::server::{self, Drained, Limits, Listener};
+use crate::shutdown::Shutdown;
 use crate::token::{SystemClock, TokenCache, TokenPolicy};
 
 /// Why the proxy could not start.
@@ -41,28 +53,51 @@ pub enum StartError {
 pub struct ProxyHandle {
     /// The bound TCP address (port 0 resolved); `None` on a unix socket.
     pub addr: Option<SocketAddr>,
+    /// The bound admin address (port 0 resolved); `None` when `admin.address` is off.
+    pub admin_addr: Option<SocketAddr>,
     /// The token cache, for status and tests.
     pub tokens: TokenCache,
-    stop: watch::Sender<bool>,
-    server: JoinHandle<Drained>,
-    driver: JoinHandle<()>,
+    /// The proxy's metrics.
+    pub metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    finished: JoinHandle<Drained>,
 }
 
 impl ProxyHandle {
-    /// Stops accepting, drains requests in flight (up to the drain timeout) and stops the
-    /// login driver.
+    /// Shuts down gracefully (see the module documentation) and waits until done.
     pub async fn stop(self) -> Drained {
-        let _ = self.stop.send(true);
-        let drained = self.server.await.unwrap_or(Drained::TimedOut);
-        self.tokens.shutdown();
-        let _ = self.driver.await;
-        drained
+        self.shutdown.begin("stopped by its owner");
+        self.wait().await
     }
 
-    /// Signals the server to stop without waiting.
-    pub fn begin_stop(&self) {
-        let _ = self.stop.send(true);
+    /// Begins the graceful shutdown without waiting; `reason` is logged.
+    pub fn begin_stop(&self, reason: &'static str) {
+        self.shutdown.begin(reason);
     }
+
+    /// The switch that begins the shutdown: signals, the admin listener and
+    /// [`ProxyHandle::stop`] share it.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Waits until a shutdown, begun by anyone, has finished.
+    pub async fn wait(self) -> Drained {
+        self.finished.await.unwrap_or(Drained::TimedOut)
+    }
+}
+
+/// What the shutdown task stops, in order.
+struct Running {
+    shutdown: Shutdown,
+    shutdown_delay: Duration,
+    stop_server: watch::Sender<bool>,
+    server: JoinHandle<Drained>,
+    tokens: TokenCache,
+    driver: JoinHandle<()>,
+    logout: Option<Logout>,
+    stop_admin: watch::Sender<bool>,
+    admin: Option<JoinHandle<()>>,
 }
 
 /// Builds the proxy from `config`, binds its listener and starts serving. The listener
@@ -101,7 +136,15 @@ pub async fn start(config: &Config) -> Result<ProxyHandle, StartError> {
     let proxy = Proxy::new(config, guard, client, tokens.clone(), client_token)
         .map_err(|err| StartError::Setup(err.message().to_owned()))?;
 
-    log_start(config, addr);
+    let metrics = Arc::new(Metrics::new());
+    tokens.set_observer(metrics.clone());
+    let proxy = proxy.with_metrics(Arc::clone(&metrics));
+    let admin_listener = bind_admin(config).await?;
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let logout = prepare_logout(config)?;
+    let shutdown = Shutdown::new();
+
+    log_start(config, addr, admin_addr);
     let driver = tokens.spawn_driver();
     let (stop, mut stopped) = watch::channel(false);
     let limits = Limits::new(config.listen.max_connections, config.listen.drain_timeout);
@@ -112,17 +155,145 @@ pub async fn start(config: &Config) -> Result<ProxyHandle, StartError> {
         server::serve(listener, proxy, limits, shutdown).await
     });
 
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let admin = admin_listener.map(|listener| {
+        let admin = admin_endpoints(config, &listener, addr, &tokens, &metrics, &shutdown);
+        tokio::spawn(admin::serve(listener, admin, stopped_future(admin_stopped)))
+    });
+    let running = Running {
+        shutdown: shutdown.clone(),
+        shutdown_delay: config.listen.shutdown_delay,
+        stop_server: stop,
+        server,
+        tokens: tokens.clone(),
+        driver,
+        logout,
+        stop_admin,
+        admin,
+    };
+
     Ok(ProxyHandle {
         addr,
+        admin_addr,
         tokens,
-        stop,
-        server,
-        driver,
+        metrics,
+        shutdown,
+        finished: tokio::spawn(shut_down_when_asked(running)),
     })
 }
 
-/// The `run` command: serve until SIGTERM or SIGINT, then shut down gracefully.
+/// Binds the admin listener, unless `admin.address` is off. Any address is allowed:
+/// the endpoints that reveal or change something answer loopback peers only.
+async fn bind_admin(config: &Config) -> Result<Option<TcpListener>, StartError> {
+    let Some(address) = config.admin.address else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind {
+            address: format!("{address} (admin.address)"),
+            source,
+        })?;
+    Ok(Some(listener))
+}
+
+fn admin_endpoints(
+    config: &Config,
+    listener: &TcpListener,
+    listen: Option<SocketAddr>,
+    tokens: &TokenCache,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Arc<Admin> {
+    let bound = listener.local_addr().ok();
+    let guard = GuardConfig::new(&config.listen, bound, None, ClientLogins::Emulate);
+    let info = StaticInfo {
+        console_url: config.console.url.base(),
+        project: config.console.project.clone(),
+        auth_method: auth_method_name(config.auth.method),
+        username: config.auth.username.clone(),
+        listen_address: listen.map_or_else(
+            || describe_address(&config.listen.address),
+            |a| a.to_string(),
+        ),
+    };
+    let address = bound
+        .or(config.admin.address)
+        .unwrap_or(([127, 0, 0, 1], 0).into());
+    Arc::new(Admin::new(
+        address,
+        guard,
+        config.admin.enable_quit,
+        info,
+        tokens.clone(),
+        Arc::clone(metrics),
+        shutdown.clone(),
+    ))
+}
+
+/// The logout call for `auth.logout_on_exit`, built now so that a broken TLS set-up is
+/// reported at start rather than at exit.
+fn prepare_logout(config: &Config) -> Result<Option<Logout>, StartError> {
+    if !config.auth.logout_on_exit {
+        return Ok(None);
+    }
+    let api = api_client::api_client(&config.console, None)
+        .map_err(|err| StartError::Tls(err.to_string()))?;
+    Ok(Some(Logout::new(api, &config.console, &config.auth)))
+}
+
+async fn stopped_future(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Waits for the shutdown to begin, then stops everything in order.
+async fn shut_down_when_asked(running: Running) -> Drained {
+    let reason = running.shutdown.begun().await;
+    tracing::info!(
+        reason,
+        shutdown_delay_s = running.shutdown_delay.as_secs_f64(),
+        "shutting down: readiness is now 503; still serving for listen.shutdown_delay"
+    );
+    tokio::time::sleep(running.shutdown_delay).await;
+
+    tracing::info!("no longer accepting connections; letting requests in flight finish");
+    let _ = running.stop_server.send(true);
+    let drained = running.server.await.unwrap_or(Drained::TimedOut);
+    match drained {
+        Drained::Complete => tracing::info!("all requests finished"),
+        Drained::TimedOut => {
+            tracing::warn!("drain timeout reached; remaining requests were cut off")
+        }
+    }
+
+    // Taken before the driver stops, logged out after: no request can use it any more.
+    let last_token = running.tokens.current();
+    running.tokens.shutdown();
+    let _ = running.driver.await;
+    if let (Some(logout), Some(credential)) = (&running.logout, last_token) {
+        match logout.log_out(&credential).await {
+            Ok(()) => tracing::info!(
+                token.generation = credential.generation(),
+                "logged the token out"
+            ),
+            Err(error) => tracing::warn!(%error, "logging the token out failed"),
+        }
+    }
+
+    let _ = running.stop_admin.send(true);
+    if let Some(admin) = running.admin {
+        let _ = admin.await;
+    }
+    tracing::info!("stopped");
+    drained
+}
+
+/// The `run` command: serve until SIGTERM, SIGINT or `POST /quitquitquit`, then shut
+/// down gracefully and exit 0. A second signal exits at once.
 pub async fn run(config: Config) -> ExitCode {
+    // Installed before anything starts, so that an early SIGTERM is a graceful shutdown
+    // too, not the default disposition that kills the process.
+    let mut signals = Signals::install();
     let handle = match start(&config).await {
         Ok(handle) => handle,
         Err(err) => {
@@ -133,39 +304,64 @@ pub async fn run(config: Config) -> ExitCode {
     };
     spawn_sighup(handle.tokens.clone());
 
-    wait_for_termination().await;
-    tracing::info!(
-        shutdown_delay_s = config.listen.shutdown_delay.as_secs_f64(),
-        "shutting down"
-    );
-    tokio::spawn(async {
-        wait_for_termination().await;
-        tracing::warn!("second signal: exiting at once");
-        std::process::exit(1);
-    });
-    tokio::time::sleep(config.listen.shutdown_delay).await;
-
-    match handle.stop().await {
-        Drained::Complete => tracing::info!("all requests finished; exiting"),
-        Drained::TimedOut => {
-            tracing::warn!("drain timeout reached; remaining requests were cut off")
+    let shutdown = handle.shutdown().clone();
+    let mut seen = 0;
+    tokio::select! {
+        name = signals.next() => {
+            seen = 1;
+            shutdown.begin(name);
         }
+        _ = shutdown.begun() => {}
     }
+    tokio::spawn(async move {
+        loop {
+            let name = signals.next().await;
+            seen += 1;
+            if seen >= 2 {
+                tracing::warn!(signal = name, "second signal: exiting at once");
+                std::process::exit(1);
+            }
+            tracing::info!(
+                signal = name,
+                "already shutting down; a second signal exits at once"
+            );
+        }
+    });
+
+    handle.wait().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::warn!(error = %err, "cannot handle SIGTERM and SIGINT");
+                None
+            }
+        };
+        Signals { streams }
+    }
+
+    /// The name of the next signal; never returns when the handlers are missing.
+    async fn next(&mut self) -> &'static str {
+        let Some((term, int)) = &mut self.streams else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 
@@ -220,7 +416,7 @@ fn auth_method_name(method: AuthMethod) -> &'static str {
     }
 }
 
-fn log_start(config: &Config, addr: Option<SocketAddr>) {
+fn log_start(config: &Config, addr: Option<SocketAddr>, admin: Option<SocketAddr>) {
     let console = &config.console;
     let trust = if console.insecure_skip_verify {
         "insecure (certificate not verified)"
@@ -249,6 +445,7 @@ fn log_start(config: &Config, addr: Option<SocketAddr>) {
         console.trust = trust,
         auth.method = auth_method_name(config.auth.method),
         auth.username = %config.auth.username,
+        admin.address = %admin.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         "pcce-proxy listening"
     );
 }

@@ -8,6 +8,7 @@
 //!   applies) and builds the pooled client that forwards requests.
 //! - [`api_client`] is the client for logins, renewals and probes, with the same trust
 //!   and egress, and never following redirects.
+//! - [`logout`] logs the proxy's token out when it stops, if configured to.
 //!
 //! Every failure to reach the Console is classified as a [`connect::ConnectErrorKind`],
 //! which the request path maps to `console_unreachable` or `console_tls`.
@@ -15,4 +16,5 @@
 pub mod api_client;
 pub mod connect;
 pub mod login;
+pub mod logout;
 pub mod tls;
