@@ -104,6 +104,12 @@ async fn readiness_is_503_with_the_reason_once_the_credentials_are_refused() {
         "{reason}"
     );
     assert!(!reason.contains("not-the-password"), "{reason}");
+
+    let admin = proxy.handle.admin_addr.expect("admin listener");
+    let samples = parse_exposition(&get(admin, "/metrics").await.text());
+    let result = |r: &str| samples[&format!(r#"pcce_proxy_logins_total{{result="{r}"}}"#)];
+    assert_eq!((result("refused"), result("success")), (1.0, 0.0));
+    assert_eq!(samples["pcce_proxy_token_expiry_timestamp_seconds"], 0.0);
 }
 
 #[tokio::test]

@@ -70,9 +70,9 @@ impl ProxyHandle {
         self.wait().await
     }
 
-    /// Begins the graceful shutdown without waiting; `reason` is logged.
-    pub fn begin_stop(&self, reason: &'static str) {
-        self.shutdown.begin(reason);
+    /// Begins the graceful shutdown without waiting.
+    pub fn begin_stop(&self) {
+        self.shutdown.begin("stopped by its owner");
     }
 
     /// The switch that begins the shutdown: signals, the admin listener and
@@ -140,7 +140,7 @@ pub async fn start(config: &Config) -> Result<ProxyHandle, StartError> {
     tokens.set_observer(metrics.clone());
     let proxy = proxy.with_metrics(Arc::clone(&metrics));
     let admin_listener = bind_admin(config).await?;
-    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let admin_addr = admin_listener.as_ref().map(|(_, bound)| *bound);
     let logout = prepare_logout(config)?;
     let shutdown = Shutdown::new();
 
@@ -156,8 +156,8 @@ pub async fn start(config: &Config) -> Result<ProxyHandle, StartError> {
     });
 
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let admin = admin_listener.map(|listener| {
-        let admin = admin_endpoints(config, &listener, addr, &tokens, &metrics, &shutdown);
+    let admin = admin_listener.map(|(listener, bound)| {
+        let admin = admin_endpoints(config, bound, addr, &tokens, &metrics, &shutdown);
         tokio::spawn(admin::serve(listener, admin, stopped_future(admin_stopped)))
     });
     let running = Running {
@@ -184,29 +184,29 @@ pub async fn start(config: &Config) -> Result<ProxyHandle, StartError> {
 
 /// Binds the admin listener, unless `admin.address` is off. Any address is allowed:
 /// the endpoints that reveal or change something answer loopback peers only.
-async fn bind_admin(config: &Config) -> Result<Option<TcpListener>, StartError> {
+async fn bind_admin(config: &Config) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
     let Some(address) = config.admin.address else {
         return Ok(None);
     };
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| StartError::Bind {
-            address: format!("{address} (admin.address)"),
-            source,
-        })?;
-    Ok(Some(listener))
+    let bind_error = |source| StartError::Bind {
+        address: format!("{address} (admin.address)"),
+        source,
+    };
+    let listener = TcpListener::bind(address).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok(Some((listener, bound)))
 }
 
+/// The admin endpoints; `bound` is the admin listener's address, `listen` the proxy's.
 fn admin_endpoints(
     config: &Config,
-    listener: &TcpListener,
+    bound: SocketAddr,
     listen: Option<SocketAddr>,
     tokens: &TokenCache,
     metrics: &Arc<Metrics>,
     shutdown: &Shutdown,
 ) -> Arc<Admin> {
-    let bound = listener.local_addr().ok();
-    let guard = GuardConfig::new(&config.listen, bound, None, ClientLogins::Emulate);
+    let guard = GuardConfig::new(&config.listen, Some(bound), None, ClientLogins::Emulate);
     let info = StaticInfo {
         console_url: config.console.url.base(),
         project: config.console.project.clone(),
@@ -217,11 +217,8 @@ fn admin_endpoints(
             |a| a.to_string(),
         ),
     };
-    let address = bound
-        .or(config.admin.address)
-        .unwrap_or(([127, 0, 0, 1], 0).into());
     Arc::new(Admin::new(
-        address,
+        bound,
         guard,
         config.admin.enable_quit,
         info,
