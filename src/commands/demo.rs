@@ -64,20 +64,44 @@ pub async fn demo(args: &GlobalArgs) -> ExitCode {
         }
         (ListenAddress::Tcp(addr), None) => format!("http://{addr}"),
     };
-    print_instructions(&base, &console.url());
+    let admin = handle.admin_addr.map(|addr| format!("http://{addr}"));
+    print_instructions(&base, &console, admin.as_deref());
 
-    let _ = tokio::signal::ctrl_c().await;
+    wait_for_stop(&handle).await;
     eprintln!("stopping the demo");
     handle.stop().await;
     console.shutdown().await;
     ExitCode::SUCCESS
 }
 
-fn print_instructions(base: &str, console_url: &str) {
+/// Ctrl-C, SIGTERM, or a shutdown begun through the admin listener.
+async fn wait_for_stop(handle: &run::ProxyHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated => {}
+        _ = handle.shutdown().begun() => {}
+    }
+}
+
+fn print_instructions(base: &str, console: &SimConsole, admin: Option<&str>) {
+    let console_url = console.url();
+    let pin = console.cert_sha256_hex();
     println!(
         "\
-pcce-proxy demo: a simulated Console runs at {console_url} (self-signed, pinned by the proxy)
-and the proxy listens at {base}. Try, from another terminal:
+pcce-proxy demo: a simulated Console runs at {console_url}
+(self-signed; the proxy trusts it by its pin {pin};
+its user is {DEMO_USER} with the password {DEMO_PASSWORD}).
+The proxy listens at {base}. Try, from another terminal:
 
   curl -s {base}/api/v1/version
   curl -s '{base}/api/v1/images?limit=2'
@@ -89,8 +113,17 @@ and the proxy listens at {base}. Try, from another terminal:
 The first answers the Console's version with no credentials on the client side. The echo
 endpoint shows what reached the Console: the path and query byte for byte, and the
 proxy's bearer token in place of any client credential. The last one is refused (403):
-web pages cannot borrow the proxy's credentials.
-
-Press Ctrl-C to stop."
+web pages cannot borrow the proxy's credentials."
     );
+    if let Some(admin) = admin {
+        println!(
+            "
+The admin listener answers at {admin}:
+
+  curl -s {admin}/readyz
+  curl -s {admin}/status
+  curl -s {admin}/metrics | grep pcce_proxy_requests_total"
+        );
+    }
+    println!("\nPress Ctrl-C to stop.");
 }
