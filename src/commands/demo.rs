@@ -5,6 +5,7 @@
 //! certificate; the proxy trusts it by pinning that certificate, the way an operator
 //! would trust a default Console install. The commands printed on stdout work when pasted.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::cli::GlobalArgs;
@@ -20,6 +21,14 @@ const DEMO_PASSWORD: &str = "admin-password";
 
 /// Runs the demo until Ctrl-C.
 pub async fn demo(args: &GlobalArgs) -> ExitCode {
+    if let Some(ignored) = options_the_demo_sets_itself(args) {
+        eprintln!(
+            "pcce-proxy: demo runs its own simulated Console and sets {ignored} itself; \
+             only --listen, --admin, --project, --log-format and --log-level apply to it"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+
     let console = match SimConsole::start(SimOptions::default()).await {
         Ok(console) => console,
         Err(err) => {
@@ -65,17 +74,48 @@ pub async fn demo(args: &GlobalArgs) -> ExitCode {
         (ListenAddress::Tcp(addr), None) => format!("http://{addr}"),
     };
     let admin = handle.admin_addr.map(|addr| format!("http://{addr}"));
-    print_instructions(&base, &console, admin.as_deref());
+    let certificate = write_certificate(&console);
+    print_instructions(&base, &console, certificate.as_deref(), admin.as_deref());
 
-    wait_for_stop(&handle).await;
+    let reason = wait_for_stop(&handle).await;
     eprintln!("stopping the demo");
-    handle.stop().await;
+    handle.shutdown().begin(reason);
+    handle.wait().await;
+    if let Some(path) = certificate {
+        let _ = std::fs::remove_file(path);
+    }
     console.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// Ctrl-C, SIGTERM, or a shutdown begun through the admin listener.
-async fn wait_for_stop(handle: &run::ProxyHandle) {
+/// The first option given that the demo decides itself, so that it is not silently
+/// ignored.
+fn options_the_demo_sets_itself(args: &GlobalArgs) -> Option<&'static str> {
+    let given = [
+        ("--config", args.config.is_some()),
+        ("--console", args.console.is_some()),
+        ("--username", args.username.is_some()),
+        ("--password-file", args.password_file.is_some()),
+        ("--ca-file", args.ca_file.is_some()),
+        ("--pin-sha256", !args.pin_sha256.is_empty()),
+        ("--insecure-skip-verify", args.insecure_skip_verify),
+    ];
+    given
+        .into_iter()
+        .find_map(|(option, set)| set.then_some(option))
+}
+
+/// Writes the simulated Console's certificate where a second proxy can trust it with
+/// `--ca-file`; removed when the demo stops. `None` when the file cannot be written.
+fn write_certificate(console: &SimConsole) -> Option<PathBuf> {
+    let name = format!("pcce-proxy-demo-console-{}.pem", console.addr().port());
+    let path = std::env::temp_dir().join(name);
+    std::fs::write(&path, console.cert_pem()).ok()?;
+    Some(path)
+}
+
+/// Ctrl-C, SIGTERM, or a shutdown begun through the admin listener; returns which.
+async fn wait_for_stop(handle: &run::ProxyHandle) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok();
     let terminated = async {
@@ -87,20 +127,28 @@ async fn wait_for_stop(handle: &run::ProxyHandle) {
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminated => {}
-        _ = handle.shutdown().begun() => {}
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        () = terminated => "SIGTERM",
+        reason = handle.shutdown().begun() => reason,
     }
 }
 
-fn print_instructions(base: &str, console: &SimConsole, admin: Option<&str>) {
+fn print_instructions(
+    base: &str,
+    console: &SimConsole,
+    certificate: Option<&Path>,
+    admin: Option<&str>,
+) {
     let console_url = console.url();
     let pin = console.cert_sha256_hex();
+    let certificate = certificate.map_or_else(String::new, |path| {
+        format!("\n  certificate (for --ca-file): {}", path.display())
+    });
     println!(
         "\
 pcce-proxy demo: a simulated Console runs at {console_url}
-(self-signed; the proxy trusts it by its pin {pin};
-its user is {DEMO_USER} with the password {DEMO_PASSWORD}).
+  user {DEMO_USER}, password {DEMO_PASSWORD}
+  self-signed certificate, sha256 {pin} (the proxy pins it){certificate}
 The proxy listens at {base}. Try, from another terminal:
 
   curl -s {base}/api/v1/version
