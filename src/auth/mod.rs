@@ -23,7 +23,8 @@ use crate::console::login::{CertificateLogin, PasswordLogin};
 use crate::console::session::ConsoleApi;
 use crate::console::{api_client, tls};
 use crate::token::{
-    Authenticate, Credential, CredentialError, LoginError, TokenCache, TokenPolicy, TokenStatus,
+    Authenticate, Credential, CredentialError, LoginError, LoginObserver, TokenCache, TokenPolicy,
+    TokenStatus,
 };
 
 pub use basic::{BasicAuth, BasicHeader, BasicTiming};
@@ -112,6 +113,14 @@ impl Credentials {
                 .await
                 .map(RequestCredential::Token),
             _ => None,
+        }
+    }
+
+    /// Reports each login's outcome to `observer` (the metrics). Basic makes no logins;
+    /// its probes show in readiness and `/status` instead.
+    pub fn set_observer(&self, observer: Arc<dyn LoginObserver>) {
+        if let Credentials::Token(cache) = self {
+            cache.set_observer(observer);
         }
     }
 

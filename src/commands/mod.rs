@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod health;
 pub mod run;
 pub mod token;
 
@@ -38,6 +39,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Run => run::run(config).await,
         Command::Check => check::check(config).await,
         Command::Token => token::token(config).await,
+        Command::Health { wait } => health::health(&config, wait.as_deref()).await,
         other => not_available(&config, other),
     }
 }

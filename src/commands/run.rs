@@ -2,20 +2,32 @@
 //!
 //! [`start`] is the whole proxy in one call, returning a [`ProxyHandle`]; the `run`
 //! command adds signal handling around it, and the tests and `demo` call it directly.
+//!
+//! Shutdown has one path, whoever starts it (a signal, `POST /quitquitquit`,
+//! [`ProxyHandle::stop`]): readiness turns 503 at once, the proxy keeps serving for
+//! `listen.shutdown_delay` (so that load balancers notice), stops accepting, lets requests
+//! in flight finish for up to `listen.drain_timeout`, stops the login driver, logs its
+//! token out when `auth.logout_on_exit` asks for it, and closes the admin listener last.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::{self, Admin, StaticInfo};
 use crate::auth::Credentials;
-use crate::config::{AuthMethod, Config, ListenAddress};
+use crate::config::{AuthMethod, ClientLogins, Config, ListenAddress};
 use crate::console::{connect, tls};
+use crate::metrics::Metrics;
 use crate::proxy::guard::GuardConfig;
 use crate::proxy::service::Proxy;
 use crate::secret::Secret;
 use crate::server::{self, Drained, Limits, Listener};
+use crate::shutdown::Shutdown;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,28 +52,51 @@ pub enum StartError {
 pub struct ProxyHandle {
     /// The bound TCP address (port 0 resolved); `None` on a unix socket.
     pub addr: Option<SocketAddr>,
+    /// The bound admin address (port 0 resolved); `None` when `admin.address` is off.
+    pub admin_addr: Option<SocketAddr>,
     /// The proxy's Console credential (token cache or Basic), for status and tests.
     pub credentials: Credentials,
-    stop: watch::Sender<bool>,
-    server: JoinHandle<Drained>,
-    driver: JoinHandle<()>,
+    /// The proxy's metrics.
+    pub metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    finished: JoinHandle<Drained>,
 }
 
 impl ProxyHandle {
-    /// Stops accepting, drains requests in flight (up to the drain timeout) and stops the
-    /// login driver.
+    /// Shuts down gracefully (see the module documentation) and waits until done.
     pub async fn stop(self) -> Drained {
-        let _ = self.stop.send(true);
-        let drained = self.server.await.unwrap_or(Drained::TimedOut);
-        self.credentials.shutdown();
-        let _ = self.driver.await;
-        drained
+        self.shutdown.begin("stopped by its owner");
+        self.wait().await
     }
 
-    /// Signals the server to stop without waiting.
+    /// Begins the graceful shutdown without waiting.
     pub fn begin_stop(&self) {
-        let _ = self.stop.send(true);
+        self.shutdown.begin("stopped by its owner");
     }
+
+    /// The switch that begins the shutdown: signals, the admin listener and
+    /// [`ProxyHandle::stop`] share it.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Waits until a shutdown, begun by anyone, has finished.
+    pub async fn wait(self) -> Drained {
+        self.finished.await.unwrap_or(Drained::TimedOut)
+    }
+}
+
+/// What the shutdown task stops, in order.
+struct Running {
+    shutdown: Shutdown,
+    shutdown_delay: Duration,
+    stop_server: watch::Sender<bool>,
+    server: JoinHandle<Drained>,
+    credentials: Credentials,
+    driver: JoinHandle<()>,
+    logout_on_exit: bool,
+    stop_admin: watch::Sender<bool>,
+    admin: Option<JoinHandle<()>>,
 }
 
 /// Builds the proxy from `config`, binds its listener and starts serving. The listener
@@ -101,7 +136,14 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
     let proxy = Proxy::new(config, guard, client, credentials.clone(), client_token)
         .map_err(|err| StartError::Setup(err.message().to_owned()))?;
 
-    log_start(config, addr);
+    let metrics = Arc::new(Metrics::new());
+    credentials.set_observer(metrics.clone());
+    let proxy = proxy.with_metrics(Arc::clone(&metrics));
+    let admin_listener = bind_admin(config).await?;
+    let admin_addr = admin_listener.as_ref().map(|(_, bound)| *bound);
+    let shutdown = Shutdown::new();
+
+    log_start(config, addr, admin_addr);
     let driver = credentials.spawn_driver();
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(async move {
@@ -111,17 +153,127 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
         server::serve(listener, proxy, limits, shutdown).await
     });
 
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let admin = admin_listener.map(|(listener, bound)| {
+        let admin = admin_endpoints(config, bound, addr, &credentials, &metrics, &shutdown);
+        tokio::spawn(admin::serve(listener, admin, stopped_future(admin_stopped)))
+    });
+    let running = Running {
+        shutdown: shutdown.clone(),
+        shutdown_delay: config.listen.shutdown_delay,
+        stop_server: stop,
+        server,
+        credentials: credentials.clone(),
+        driver,
+        logout_on_exit: config.auth.logout_on_exit,
+        stop_admin,
+        admin,
+    };
+
     Ok(ProxyHandle {
         addr,
+        admin_addr,
         credentials,
-        stop,
-        server,
-        driver,
+        metrics,
+        shutdown,
+        finished: tokio::spawn(shut_down_when_asked(running)),
     })
 }
 
-/// The `run` command: serve until SIGTERM or SIGINT, then shut down gracefully.
+/// Binds the admin listener, unless `admin.address` is off. Any address is allowed:
+/// the endpoints that reveal or change something answer loopback peers only.
+async fn bind_admin(config: &Config) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
+    let Some(address) = config.admin.address else {
+        return Ok(None);
+    };
+    let bind_error = |source| StartError::Bind {
+        address: format!("{address} (admin.address)"),
+        source,
+    };
+    let listener = TcpListener::bind(address).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok(Some((listener, bound)))
+}
+
+/// The admin endpoints; `bound` is the admin listener's address, `listen` the proxy's.
+fn admin_endpoints(
+    config: &Config,
+    bound: SocketAddr,
+    listen: Option<SocketAddr>,
+    credentials: &Credentials,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Arc<Admin> {
+    let guard = GuardConfig::new(&config.listen, Some(bound), None, ClientLogins::Emulate);
+    let info = StaticInfo {
+        console_url: config.console.url.base(),
+        project: config.console.project.clone(),
+        auth_method: auth_method_name(config.auth.method),
+        username: config.auth.username.clone(),
+        listen_address: listen.map_or_else(
+            || describe_address(&config.listen.address),
+            |a| a.to_string(),
+        ),
+    };
+    Arc::new(Admin::new(
+        bound,
+        guard,
+        config.admin.enable_quit,
+        info,
+        credentials.clone(),
+        Arc::clone(metrics),
+        shutdown.clone(),
+    ))
+}
+
+async fn stopped_future(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Waits for the shutdown to begin, then stops everything in order.
+async fn shut_down_when_asked(running: Running) -> Drained {
+    let reason = running.shutdown.begun().await;
+    tracing::info!(
+        reason,
+        shutdown_delay_s = running.shutdown_delay.as_secs_f64(),
+        "shutting down: readiness is now 503; still serving for listen.shutdown_delay"
+    );
+    tokio::time::sleep(running.shutdown_delay).await;
+
+    tracing::info!("no longer accepting connections; letting requests in flight finish");
+    let _ = running.stop_server.send(true);
+    let drained = running.server.await.unwrap_or(Drained::TimedOut);
+    match drained {
+        Drained::Complete => tracing::info!("all requests finished"),
+        Drained::TimedOut => {
+            tracing::warn!("drain timeout reached; remaining requests were cut off")
+        }
+    }
+
+    // The driver stops first, so no new token appears; the last one is logged out after
+    // the drain, when no request can use it any more.
+    running.credentials.shutdown();
+    let _ = running.driver.await;
+    if running.logout_on_exit {
+        if let Err(error) = running.credentials.logout().await {
+            tracing::warn!(%error, "logging the token out failed");
+        }
+    }
+
+    let _ = running.stop_admin.send(true);
+    if let Some(admin) = running.admin {
+        let _ = admin.await;
+    }
+    tracing::info!("stopped");
+    drained
+}
+
+/// The `run` command: serve until SIGTERM, SIGINT or `POST /quitquitquit`, then shut
+/// down gracefully and exit 0. A second signal exits at once.
 pub async fn run(config: Config) -> ExitCode {
+    // Installed before anything starts, so that an early SIGTERM is a graceful shutdown
+    // too, not the default disposition that kills the process.
+    let mut signals = Signals::install();
     let handle = match start(&config).await {
         Ok(handle) => handle,
         Err(err) => {
@@ -132,40 +284,65 @@ pub async fn run(config: Config) -> ExitCode {
     };
     spawn_sighup(handle.credentials.clone());
 
-    wait_for_termination().await;
-    tracing::info!(
-        shutdown_delay_s = config.listen.shutdown_delay.as_secs_f64(),
-        "shutting down"
-    );
-    tokio::spawn(async {
-        wait_for_termination().await;
-        tracing::warn!("second signal: exiting at once");
-        crate::log_writer::flush();
-        std::process::exit(1);
-    });
-    tokio::time::sleep(config.listen.shutdown_delay).await;
-
-    match handle.stop().await {
-        Drained::Complete => tracing::info!("all requests finished; exiting"),
-        Drained::TimedOut => {
-            tracing::warn!("drain timeout reached; remaining requests were cut off")
+    let shutdown = handle.shutdown().clone();
+    let mut seen = 0;
+    tokio::select! {
+        name = signals.next() => {
+            seen = 1;
+            shutdown.begin(name);
         }
+        _ = shutdown.begun() => {}
     }
+    tokio::spawn(async move {
+        loop {
+            let name = signals.next().await;
+            seen += 1;
+            if seen >= 2 {
+                tracing::warn!(signal = name, "second signal: exiting at once");
+                crate::log_writer::flush();
+                std::process::exit(1);
+            }
+            tracing::info!(
+                signal = name,
+                "already shutting down; a second signal exits at once"
+            );
+        }
+    });
+
+    handle.wait().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::warn!(error = %err, "cannot handle SIGTERM and SIGINT");
+                None
+            }
+        };
+        Signals { streams }
+    }
+
+    /// The name of the next signal; never returns when the handlers are missing.
+    async fn next(&mut self) -> &'static str {
+        let Some((term, int)) = &mut self.streams else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 
@@ -220,7 +397,7 @@ fn auth_method_name(method: AuthMethod) -> &'static str {
     }
 }
 
-fn log_start(config: &Config, addr: Option<SocketAddr>) {
+fn log_start(config: &Config, addr: Option<SocketAddr>, admin: Option<SocketAddr>) {
     let console = &config.console;
     let trust = if console.insecure_skip_verify {
         "insecure (certificate not verified)"
@@ -249,6 +426,7 @@ fn log_start(config: &Config, addr: Option<SocketAddr>) {
         console.trust = trust,
         auth.method = auth_method_name(config.auth.method),
         auth.username = %config.auth.username,
+        admin.address = %admin.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         "pcce-proxy listening"
     );
 }

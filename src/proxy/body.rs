@@ -20,6 +20,8 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::metrics::InFlightRequest;
+
 /// Largest request body kept for a replay after a 401.
 pub const REPLAY_MAX_BODY: u64 = 1024 * 1024;
 
@@ -170,7 +172,8 @@ impl Body for UpstreamBody {
 }
 
 /// The facts of one exchange, written as one `info` line when the response body ends or
-/// is dropped (a client that went away mid-download is logged too).
+/// is dropped (a client that went away mid-download is logged too), and counted in the
+/// metrics at the same moment.
 pub struct AccessLog {
     /// The request id sent to the Console.
     pub request_id: String,
@@ -190,11 +193,17 @@ pub struct AccessLog {
     pub error_code: Option<&'static str>,
     /// Whether the body ended normally.
     pub complete: bool,
+    /// The request's place in the metrics, counted when the line is written.
+    pub metrics: Option<InFlightRequest>,
 }
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.started.elapsed();
+        if let Some(metrics) = &self.metrics {
+            metrics.finish(&self.method, self.status, elapsed, self.error_code);
+        }
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
         tracing::info!(
             request.id = %self.request_id,
             http.method = %self.method,

@@ -261,6 +261,16 @@ pub fn check(cfg: &GuardConfig, parts: &Parts) -> Result<Decision, Refusal> {
     })
 }
 
+/// The Host and Origin rules alone, for a listener that forwards nothing but must still
+/// refuse rebound DNS names and web pages: the admin listener's `/status` and
+/// `/quitquitquit`. `cfg` is prepared with that listener's own address.
+pub fn check_host_and_origin(cfg: &GuardConfig, parts: &Parts) -> Result<(), Refusal> {
+    if cfg.tcp {
+        check_host(cfg, parts)?;
+    }
+    check_origin(parts, own_host(parts))
+}
+
 /// The `Host` rule: every authority the request names must name the listener.
 ///
 /// That is the target's authority (absolute form, or HTTP/2's `:authority`) and the

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use crate::auth::{Credentials, RequestCredential};
 use crate::config::{ClientLogins, Config, ConsoleUrl, ProjectMode};
 use crate::console::connect::{self, ConnectErrorKind, Connector};
+use crate::metrics::Metrics;
 use crate::proxy::body::{
     AccessLog, Recording, ResponseBody, UpstreamBody, REPLAY_BUDGET, REPLAY_MAX_BODY,
 };
@@ -40,6 +41,7 @@ pub type ConsoleClient = Client<Connector, UpstreamBody>;
 #[derive(Clone)]
 pub struct Proxy {
     shared: Arc<Shared>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 struct Shared {
@@ -107,12 +109,20 @@ impl Proxy {
         };
         Ok(Proxy {
             shared: Arc::new(shared),
+            metrics: None,
         })
+    }
+
+    /// Counts every request in `metrics` from now on.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Serves one client request. Never fails: every problem becomes an error answer.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
+        let in_flight = self.metrics.as_ref().map(Metrics::request_started);
         let request_id = match rewrite::request_id(request.headers()) {
             Some(id) => id.to_owned(),
             None => rewrite::new_request_id(),
@@ -138,6 +148,7 @@ impl Proxy {
             token_generation: None,
             error_code: None,
             complete: false,
+            metrics: in_flight,
         };
         match outcome {
             Outcome::Upstream(response, generation) => {

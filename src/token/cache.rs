@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, PauseKind};
 use super::credential::Credential;
-use super::{Authenticate, Clock, LoginError};
+use super::{Authenticate, Clock, LoginError, LoginObserver};
 use crate::config::{AuthConfig, ConsoleConfig, RefreshMode};
 
 /// The timing rules of the token cache.
@@ -148,6 +148,8 @@ pub(super) struct Shared {
     /// Counts finished attempts, so waiters know when "their" login is over.
     pub(super) progress: watch::Sender<Progress>,
     driver_started: AtomicBool,
+    /// Hears of every finished login, once set.
+    pub(super) observer: OnceLock<Arc<dyn LoginObserver>>,
 }
 
 /// Bookkeeping behind the mutex.
@@ -215,6 +217,7 @@ impl TokenCache {
             wake: Notify::new(),
             progress: watch::Sender::new(Progress::default()),
             driver_started: AtomicBool::new(false),
+            observer: OnceLock::new(),
         };
         TokenCache {
             shared: Arc::new(shared),
@@ -230,6 +233,13 @@ impl TokenCache {
             return tokio::spawn(async {});
         }
         tokio::spawn(super::driver::run(Arc::clone(&self.shared)))
+    }
+
+    /// Sets the observer told of every finished login. Set it before
+    /// [`TokenCache::spawn_driver`] so that the first login is seen too; only the first
+    /// call has an effect, and it returns whether it did.
+    pub fn set_observer(&self, observer: Arc<dyn LoginObserver>) -> bool {
+        self.shared.observer.set(observer).is_ok()
     }
 
     /// Stops the driver (abandoning a login in flight) and fails every waiting request.

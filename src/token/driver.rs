@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::backoff::PauseKind;
 use super::cache::{Pause, Progress, Shared, State};
 use super::credential::Credential;
-use super::LoginError;
+use super::{LoginError, LoginOutcome};
 use crate::secret::Secret;
 
 /// The longest the driver sleeps without looking at the wall clock.
@@ -228,16 +228,39 @@ impl Shared {
         let mut state = self.lock();
         let generation = state.generation + 1;
         let lifetime = self.policy.token_lifetime;
-        match result.and_then(|token| Credential::from_login(token, generation, received, lifetime))
+        let outcome = match result
+            .and_then(|token| Credential::from_login(token, generation, received, lifetime))
         {
-            Ok(credential) => self.succeeded(&mut state, credential, via, received),
-            Err(error) => self.failed(&mut state, error, received.1),
-        }
+            Ok(credential) => {
+                let seen = Ok((credential.generation(), credential.expires_at()));
+                self.succeeded(&mut state, credential, via, received);
+                seen
+            }
+            Err(error) => {
+                let seen = Err(error.clone());
+                self.failed(&mut state, error, received.1);
+                seen
+            }
+        };
         state.in_flight = false;
         let finished = state.started;
         drop(state);
+        self.tell_observer(&outcome);
         self.progress
             .send_modify(|progress| progress.finished = finished);
+    }
+
+    fn tell_observer(&self, outcome: &Result<(u64, SystemTime), LoginError>) {
+        let Some(observer) = self.observer.get() else {
+            return;
+        };
+        observer.login_finished(match outcome {
+            Ok((generation, expires_at)) => LoginOutcome::Success {
+                generation: *generation,
+                expires_at: *expires_at,
+            },
+            Err(error) => LoginOutcome::Failure(error),
+        });
     }
 
     fn succeeded(

@@ -102,6 +102,30 @@ pub trait Authenticate: Send + Sync + 'static {
     }
 }
 
+/// How a login attempt ended, as a [`LoginObserver`] hears of it.
+#[derive(Debug, Clone, Copy)]
+pub enum LoginOutcome<'a> {
+    /// A new token is in use.
+    Success {
+        /// Its generation.
+        generation: u64,
+        /// When its lifetime ends by the wall clock.
+        expires_at: SystemTime,
+    },
+    /// The attempt failed; a still-valid token stays in use.
+    Failure(&'a LoginError),
+}
+
+/// Hears of every finished login attempt (the metrics count them).
+///
+/// Called by the driver task after the outcome is recorded and before waiting requests
+/// are released, outside any lock. It must return quickly and never block: the next
+/// login waits for it.
+pub trait LoginObserver: Send + Sync + 'static {
+    /// One login attempt has finished.
+    fn login_finished(&self, outcome: LoginOutcome<'_>);
+}
+
 /// Where the token cache reads the time. Production uses [`SystemClock`]; unit tests
 /// inject a clock whose wall time can jump (a laptop waking from sleep).
 pub trait Clock: Send + Sync + 'static {

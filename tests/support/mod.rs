@@ -62,7 +62,8 @@ impl Files {
     }
 }
 
-/// A proxy configuration for `console`: listen on 127.0.0.1:0, admin off, the Console's
+/// A proxy configuration for `console`: listen on 127.0.0.1:0, admin off (unless `extra`
+/// sets `--admin`), the Console's
 /// certificate trusted by CA file, password from a file; `extra` are more command-line
 /// arguments and `env` more environment variables.
 pub fn config_for(
@@ -92,15 +93,18 @@ pub fn config_without_trust(
         "pcce-proxy".to_owned(),
         "--listen".to_owned(),
         "127.0.0.1:0".to_owned(),
-        "--admin".to_owned(),
-        "off".to_owned(),
+    ];
+    if !extra.iter().any(|arg| arg.as_ref() == "--admin") {
+        args.extend(["--admin".to_owned(), "off".to_owned()]);
+    }
+    args.extend([
         "--console".to_owned(),
         console.url(),
         "--username".to_owned(),
         USER.to_owned(),
         "--password-file".to_owned(),
         password.display().to_string(),
-    ];
+    ]);
     args.extend(extra.iter().map(|s| s.as_ref().to_owned()));
     let cli = Cli::try_parse_from(args).expect("test arguments parse");
     let env: Vec<(String, String)> = env
@@ -385,4 +389,43 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The admin address in the start-up log line (`admin.address`), once it is there.
+pub fn admin_address(log: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|l| l.contains("pcce-proxy listening"))?;
+    let start = line.find("admin.address")? + "admin.address".len();
+    let rest = line[start..].trim_start_matches(['=', '"', ':', ' ']);
+    let end = rest
+        .find(|c: char| c == '"' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+impl Binary {
+    /// The bound admin address, from the start-up log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        // The listen address is found as the line is read, a moment before the line is
+        // in the log.
+        for _ in 0..250 {
+            if let Some(addr) = admin_address(&self.log()) {
+                return addr;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no admin address in the log: {}", self.log())
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code, `None` if it is still
+    /// running (or was killed by a signal).
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
 }
