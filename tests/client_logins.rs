@@ -236,3 +236,42 @@ async fn with_a_client_token_the_emulated_login_hands_out_that_token() {
         "only the proxy's own login"
     );
 }
+
+#[tokio::test]
+async fn renewals_and_logouts_without_the_client_token_get_nothing() {
+    let console = console().await;
+    let files = Files::new();
+    let token_file = files.write("client-token", &format!("{CLIENT_TOKEN}\n"));
+    let listen = format!(
+        "client_token_file = {}",
+        toml_string(&token_file.display().to_string())
+    );
+    let proxy = start_proxy(&config(&console, &files, "emulate", &listen)).await;
+
+    for (method, target) in [
+        ("GET", "/api/v1/authenticate/renew"),
+        ("POST", "/API/V34.02/authenticate/renew/"),
+        ("GET", "/api/v1//authenticate/%72enew"),
+        ("POST", "/api/v1/logout"),
+    ] {
+        let answer = send(proxy.addr, method, target, &[], "").await;
+        assert_eq!(answer.status, 401, "{method} {target}: {}", answer.text());
+        assert_eq!(answer.json()["code"], "client_unauthorized");
+        assert!(
+            !answer.text().contains(CLIENT_TOKEN),
+            "{target} leaked the token"
+        );
+    }
+
+    let bearer = format!("Bearer {CLIENT_TOKEN}");
+    let renewed = send(
+        proxy.addr,
+        "GET",
+        "/api/v1/authenticate/renew",
+        &[("authorization", bearer.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(renewed.status, 200, "{}", renewed.text());
+    assert_eq!(renewed.json()["token"], CLIENT_TOKEN);
+}

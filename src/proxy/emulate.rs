@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Response, StatusCode};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -36,6 +36,7 @@ struct LoginBody {
 /// The proxy's answer to a client's own login, renew or logout call.
 pub async fn answer(
     kind: ClientLoginKind,
+    headers: &HeaderMap,
     body: Incoming,
     client_token: Option<&Secret>,
     lifetime: Duration,
@@ -46,7 +47,7 @@ pub async fn answer(
 
     let token = match client_token {
         None => placeholder_token(lifetime),
-        Some(expected) => match password_matches(kind, body, expected).await {
+        Some(expected) => match password_matches(kind, headers, body, expected).await {
             true => expected.expose().to_owned(),
             false => return refused().into_response(),
         },
@@ -66,23 +67,40 @@ pub async fn answer(
     response
 }
 
-/// Whether the login body's password is the client token. A renewal call carries no
-/// password; it passes when its bearer is the client token, which the guard has already
-/// checked, so it is accepted here.
-async fn password_matches(kind: ClientLoginKind, body: Incoming, expected: &Secret) -> bool {
-    if matches!(kind, ClientLoginKind::Renew) {
-        return true;
+/// Whether the login proves knowledge of the client token: the password of a login
+/// body, or, for a renewal (which has no body), its bearer. The guard already demands
+/// the bearer on renewals; it is checked here again because this answer hands out the
+/// client token itself.
+async fn password_matches(
+    kind: ClientLoginKind,
+    headers: &HeaderMap,
+    body: Incoming,
+    expected: &Secret,
+) -> bool {
+    if expected.is_empty() {
+        return false;
     }
-    let Ok(collected) = Limited::new(body, MAX_LOGIN_BODY).collect().await else {
-        return false;
+    let given = match kind {
+        ClientLoginKind::Renew => bearer(headers).unwrap_or_default(),
+        _ => login_password(body).await.unwrap_or_default(),
     };
-    let bytes = collected.to_bytes();
-    let Ok(login) = serde_json::from_slice::<LoginBody>(&bytes) else {
-        return false;
-    };
-    let given = login.password.unwrap_or_default();
-    let equal: bool = given.as_bytes().ct_eq(expected.expose().as_bytes()).into();
-    equal && !expected.is_empty()
+    given.as_bytes().ct_eq(expected.expose().as_bytes()).into()
+}
+
+/// The `password` of a JSON login body, read up to [`MAX_LOGIN_BODY`].
+async fn login_password(body: Incoming) -> Option<String> {
+    let collected = Limited::new(body, MAX_LOGIN_BODY).collect().await.ok()?;
+    let login: LoginBody = serde_json::from_slice(&collected.to_bytes()).ok()?;
+    login.password
+}
+
+/// The credentials of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim().to_owned())
 }
 
 fn refused() -> ProxyError {

@@ -240,8 +240,14 @@ pub fn check(cfg: &GuardConfig, parts: &Parts) -> Result<Decision, Refusal> {
         (normalized, kind)
     };
     let emulated = client_login.is_some() && cfg.client_logins == ClientLogins::Emulate;
+    // Only an emulated login that carries a password checks the client token itself;
+    // a renewal or a logout has none, so it must present the token like any request.
+    let checks_password = matches!(
+        client_login,
+        Some(ClientLoginKind::Authenticate | ClientLoginKind::AuthenticateClient)
+    );
 
-    if !emulated {
+    if !(emulated && checks_password) {
         check_client_token(cfg, &parts.headers)?;
     }
     check_upgrade(&parts.headers)?;
@@ -771,12 +777,14 @@ mod tests {
     }
 
     #[test]
-    fn only_emulated_logins_skip_the_client_token() {
+    fn only_emulated_logins_with_a_password_skip_the_client_token() {
         let login = parts("POST", "/api/v1/authenticate", &[LOCAL]);
         let logout = parts("POST", "/api/v34.02//%6cogout/", &[LOCAL]);
+        let renew = parts("GET", "/api/v1/authenticate/renew", &[LOCAL]);
         let cfg = with_token(ClientLogins::Emulate);
         assert_eq!(code(&cfg, &login), "ok");
-        assert_eq!(code(&cfg, &logout), "ok");
+        assert_eq!(code(&cfg, &logout), "client_unauthorized");
+        assert_eq!(code(&cfg, &renew), "client_unauthorized");
         for logins in [ClientLogins::Forward, ClientLogins::Reject] {
             let cfg = with_token(logins);
             assert_eq!(code(&cfg, &login), "client_unauthorized", "{logins:?}");

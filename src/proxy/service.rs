@@ -182,6 +182,7 @@ impl Proxy {
                 ClientLogins::Emulate => {
                     let answer = emulate::answer(
                         kind,
+                        &parts.headers,
                         body,
                         shared.client_token.as_ref(),
                         shared.token_lifetime,
