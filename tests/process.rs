@@ -50,6 +50,13 @@ fn invalid_configurations_exit_2_naming_the_key() {
             GOOD.replace("https://127.0.0.1:1", "http://127.0.0.1:1"),
             "console.url",
         ),
+        (
+            GOOD.replace(
+                "[auth]",
+                "connect_timeout = \"18446744073709551615s\"\n[auth]",
+            ),
+            "console.connect_timeout",
+        ),
     ];
     for (config, key) in cases {
         let (code, stderr) = run_with(&config, &[]);

@@ -89,10 +89,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "{text:?} has no unit: add one, such as \"{trimmed}s\""
         ));
     }
-    humantime::parse_duration(trimmed).map_err(|_| {
+    let duration = humantime::parse_duration(trimmed).map_err(|_| {
         format!("{text:?} is not a duration: expected a number and a unit, such as \"30s\"")
-    })
+    })?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is too long: durations are at most 365 days"
+        ));
+    }
+    Ok(duration)
 }
+
+/// The longest duration any setting accepts. Longer than any real timeout or token
+/// lifetime (the Console allows about 50 days), and short enough that adding it to a
+/// clock reading can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// An empty string means the key is unset.
 fn text(value: Option<String>) -> Option<String> {

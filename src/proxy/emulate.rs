@@ -121,7 +121,7 @@ fn placeholder_token(lifetime: Duration) -> String {
     let claims = serde_json::json!({
         "user": "pcce-proxy",
         "iat": now,
-        "exp": now + lifetime.as_secs(),
+        "exp": now.saturating_add(lifetime.as_secs()),
         "note": "placeholder issued by pcce-proxy; the proxy sends its own credential",
     });
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());

@@ -10,6 +10,11 @@ use rand::Rng;
 
 use super::LoginError;
 
+/// The longest `Retry-After` honoured. A Console (or a proxy in front of it) asking for
+/// longer, or sending a garbled value, must not stop logins for days: after an hour the
+/// proxy asks again, and backs off again if still refused.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
 /// Why logins are paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PauseKind {
@@ -40,7 +45,7 @@ impl Backoff {
         match error {
             LoginError::RateLimited {
                 retry_after: Some(asked),
-            } => (PauseKind::Backoff, wait.max(*asked)),
+            } => (PauseKind::Backoff, wait.max((*asked).min(MAX_RETRY_AFTER))),
             _ => (PauseKind::Backoff, wait),
         }
     }
@@ -93,6 +98,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn retry_after_is_capped_at_an_hour() {
+        let backoff = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            refused: Duration::from_secs(300),
+        };
+        let error = LoginError::RateLimited {
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+        };
+        let (_, wait) = backoff.after(&error, 1);
+        assert_eq!(wait, MAX_RETRY_AFTER);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::backoff::PauseKind;
+use super::backoff::{PauseKind, MAX_RETRY_AFTER};
 use super::cache::{Pause, Progress, Shared, State};
 use super::credential::Credential;
 use super::{LoginError, LoginOutcome};
@@ -305,7 +305,7 @@ impl Shared {
         );
         state.pause = Some(Pause {
             kind,
-            until: now + wait,
+            until: now.checked_add(wait).unwrap_or(now + MAX_RETRY_AFTER),
         });
         state.last_error = Some(error);
     }
