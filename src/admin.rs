@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Credentials;
 use crate::metrics::{self, Metrics, RequestCounts};
-use crate::proxy::error::ProxyError;
+use crate::proxy::error::{ErrorKind, ProxyError};
 use crate::proxy::guard::{self, GuardConfig};
 use crate::shutdown::Shutdown;
 
@@ -169,7 +169,7 @@ impl Admin {
             .map(|wait| format!("; next attempt in {}s", wait.as_secs().max(1)))
             .unwrap_or_default();
         let reason = match (&status.last_error, status.generation) {
-            (Some(error), _) => format!("no valid token: the last login failed: {error}{next}"),
+            (Some(error), _) => format!("no valid token: cannot log in: {error}{next}"),
             (None, 0) => "waiting for the first login to the Console".to_owned(),
             (None, _) => "the token expired; logging in again".to_owned(),
         };
@@ -182,7 +182,16 @@ impl Admin {
         let allowed: &[Method] = match parts.uri.path() {
             "/healthz" | "/readyz" | "/metrics" | "/status" => &read,
             "/quitquitquit" if self.enable_quit => &[Method::POST],
-            _ => return error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+            "/quitquitquit" => {
+                let message = "POST /quitquitquit is disabled: set admin.enable_quit = true to \
+                               allow it";
+                return error(StatusCode::NOT_FOUND, "not_found", message);
+            }
+            _ => {
+                let message = "no such admin endpoint: there are /healthz, /readyz, /metrics, \
+                               /status and POST /quitquitquit";
+                return error(StatusCode::NOT_FOUND, "not_found", message);
+            }
         };
         if !allowed.contains(&parts.method) {
             return method_not_allowed(allowed);
@@ -232,10 +241,7 @@ impl Admin {
         }
         match guard::check_host_and_origin(&self.guard, parts) {
             Ok(()) => answer(),
-            Err(refusal) => {
-                let (parts, body) = ProxyError::from(refusal).into_response().into_parts();
-                no_store(Response::from_parts(parts, Full::new(body)))
-            }
+            Err(refusal) => rendered(ProxyError::from(refusal)),
         }
     }
 
@@ -355,9 +361,15 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
     text(status, "application/json", body)
 }
 
-/// An error in the proxy's own style, `{"err": ..., "code": ...}`.
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    json(status, &serde_json::json!({ "err": message, "code": code }))
+/// An error in the proxy's own style: `{"err": ..., "code": ...}` with the
+/// `x-pcce-proxy-error` header, rendered by the proxy's own error type.
+fn error(status: StatusCode, code: &'static str, message: &str) -> Response<Full<Bytes>> {
+    rendered(ProxyError::new(ErrorKind::Refused(code, status), message))
+}
+
+fn rendered(err: ProxyError) -> Response<Full<Bytes>> {
+    let (parts, body) = err.into_response().into_parts();
+    no_store(Response::from_parts(parts, Full::new(body)))
 }
 
 fn method_not_allowed(allowed: &[Method]) -> Response<Full<Bytes>> {
@@ -388,6 +400,7 @@ mod tests {
     use super::*;
     use crate::cli::GlobalArgs;
     use crate::config::ClientLogins;
+    use crate::proxy::error::ERROR_HEADER;
     use crate::token::{Authenticate, LoginFuture, SystemClock, TokenCache, TokenPolicy};
     use http_body_util::BodyExt;
 
@@ -542,6 +555,13 @@ mod tests {
         let disabled = admin(false);
         let answer = disabled.handle(local, &request("POST", "/quitquitquit", &host));
         assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+        assert_eq!(answer.headers()[ERROR_HEADER], "not_found");
+        let refusal: serde_json::Value =
+            serde_json::from_str(&body(answer).await).expect("the refusal is JSON");
+        assert_eq!(
+            refusal["err"],
+            "POST /quitquitquit is disabled: set admin.enable_quit = true to allow it"
+        );
 
         let enabled = admin(true);
         let answer = enabled.handle(local, &request("GET", "/quitquitquit", &host));
@@ -563,8 +583,13 @@ mod tests {
         let local = peer("127.0.0.1:40000");
         let answer = admin.handle(local, &request("GET", "/api/v1/version", &[]));
         assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+        assert_eq!(answer.headers()[ERROR_HEADER], "not_found");
+        assert_eq!(answer.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(answer.headers()[CACHE_CONTROL], "no-store");
         let answer = admin.handle(local, &request("DELETE", "/metrics", &[]));
         assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(answer.headers()[ALLOW], "GET, HEAD");
+        assert_eq!(answer.headers()[ERROR_HEADER], "method_not_allowed");
+        assert_eq!(answer.headers()[CONTENT_TYPE], "application/json");
     }
 }

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 /// `pcce-proxy [GLOBAL OPTIONS] [COMMAND]`.
@@ -99,12 +100,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "USER")]
     pub username: Option<String>,
 
-    /// auth.password_file: file holding the password, read at every login
-    #[arg(long, global = true, value_name = "FILE")]
+    /// auth.password_file: file holding the password, read at every login ("" unsets it)
+    #[arg(long, global = true, value_name = "FILE", value_parser = path_or_empty())]
     pub password_file: Option<PathBuf>,
 
-    /// console.ca_file: PEM bundle trusted in addition to the system roots
-    #[arg(long, global = true, value_name = "FILE")]
+    /// console.ca_file: PEM bundle trusted in addition to the system roots ("" unsets it)
+    #[arg(long, global = true, value_name = "FILE", value_parser = path_or_empty())]
     pub ca_file: Option<PathBuf>,
 
     /// console.pin_sha256: SHA-256 of the Console's certificate, hex (repeatable)
@@ -126,6 +127,12 @@ pub struct GlobalArgs {
     /// log.level: a tracing filter such as "info" or "pcce_proxy=debug"
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+}
+
+/// A path, where an empty value is allowed and means unset, as it does in the file and
+/// the environment (clap's own path parser refuses it).
+fn path_or_empty() -> impl TypedValueParser<Value = PathBuf> {
+    OsStringValueParser::new().map(PathBuf::from)
 }
 
 /// Checks a `--wait` value at parse time, so a typo is reported like any other bad
@@ -157,6 +164,14 @@ mod tests {
         let cli = Cli::try_parse_from(["pcce-proxy", "-c", "/etc/p.toml"]).expect("parses");
         assert_eq!(cli.command_or_run(), Command::Run);
         assert_eq!(cli.global.config, Some(PathBuf::from("/etc/p.toml")));
+    }
+
+    #[test]
+    fn an_empty_path_option_is_accepted() {
+        let cli = Cli::try_parse_from(["pcce-proxy", "--password-file", "", "--ca-file", ""])
+            .expect("empty paths parse");
+        assert_eq!(cli.global.password_file, Some(PathBuf::new()));
+        assert_eq!(cli.global.ca_file, Some(PathBuf::new()));
     }
 
     #[test]

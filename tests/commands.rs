@@ -127,6 +127,44 @@ async fn check_prints_the_fingerprint_of_an_untrusted_certificate_which_can_then
 }
 
 #[tokio::test]
+async fn check_with_a_pin_that_does_not_match_never_suggests_a_ca_file_or_the_new_pin() {
+    let console = console().await;
+    let files = Files::new();
+    let config = config_file(&console, &files, true, &password_auth(&files, PASSWORD));
+    let wrong = "0".repeat(64);
+
+    let (code, stdout, stderr) = run(&["-c", &config, "check", "--pin-sha256", &wrong]).await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert_eq!(field(&stdout, "verified"), Some("no"));
+    assert_eq!(
+        stderr,
+        format!(
+            "pcce-proxy: the Console's certificate is not the pinned one (it is sha256 {}; \
+             pinned: 0000000000000000...): if the Console's certificate was replaced, confirm \
+             the new fingerprint with its administrator before pinning it\n",
+            console.cert_sha256_hex()
+        )
+    );
+    assert_eq!(console.stats().logins_total, 0);
+}
+
+#[tokio::test]
+async fn check_in_insecure_mode_says_nothing_was_verified_and_still_logs_in() {
+    let console = console().await;
+    let files = Files::new();
+    let config = config_file(&console, &files, false, &password_auth(&files, PASSWORD));
+
+    let (code, stdout, stderr) = run(&["-c", &config, "check", "--insecure-skip-verify"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        field(&stdout, "verified"),
+        Some("no: console.insecure_skip_verify is set (the certificate is not checked)")
+    );
+    assert_eq!(field(&stdout, "user"), Some(USER));
+    assert_eq!(console.stats().logins_ok, 1);
+}
+
+#[tokio::test]
 async fn check_with_a_wrong_password_fails_with_one_line_saying_what_to_check() {
     let console = console().await;
     let files = Files::new();
@@ -141,8 +179,8 @@ async fn check_with_a_wrong_password_fails_with_one_line_saying_what_to_check() 
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert_eq!(
         stderr,
-        "pcce-proxy: login refused (401: invalid credentials): check auth.username and the \
-         password\n"
+        "pcce-proxy: login refused for user \"admin\" (401: invalid credentials): check \
+         auth.username and the password\n"
     );
     assert!(!stdout.contains("wrong-s3cret"));
     assert_eq!(
@@ -169,7 +207,10 @@ async fn check_names_an_unreachable_console() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         stderr,
-        format!("pcce-proxy: cannot reach the Console: connection refused by {addr}\n")
+        format!(
+            "pcce-proxy: cannot reach the Console: cannot connect to the Console at {addr}: \
+             connection refused; check console.url (PCCE listens on 8083)\n"
+        )
     );
 }
 
@@ -285,8 +326,8 @@ async fn token_fails_clearly_with_nothing_on_stdout() {
     assert!(stdout.is_empty(), "{stdout}");
     assert_eq!(
         stderr,
-        "pcce-proxy: login failed: the Console refused the credentials (401): invalid \
-         credentials\n"
+        "pcce-proxy: login refused for user \"admin\" (401: invalid credentials): check \
+         auth.username and the password\n"
     );
 
     let basic = format!("{}method = \"basic\"\n", password_auth(&files, PASSWORD));

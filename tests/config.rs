@@ -277,10 +277,25 @@ fn plain_http_console_url_is_refused() {
 #[test]
 fn two_password_sources_are_both_named() {
     let vars = [("PCCE_PROXY_AUTH__PASSWORD_ENV", "PCCE_PASSWORD")];
-    let message = error_text(load_file(MINIMAL, &[], &vars));
+    let file = write_config(MINIMAL);
+    let message = error_text(load(&args_with_file(&file.path, &[]), &env(&vars)));
     assert!(
-        message.contains("auth.password_file and auth.password_env are set: keep exactly one"),
+        message.contains(&format!(
+            "auth: auth.password_file (from {}) and auth.password_env (from \
+             PCCE_PROXY_AUTH__PASSWORD_ENV) are set: keep exactly one password source",
+            file.path.display()
+        )),
         "{message}"
+    );
+}
+
+#[test]
+fn an_empty_password_file_option_unsets_the_files_source() {
+    let vars = [("PCCE_PROXY_AUTH__PASSWORD_ENV", "PCCE_PASSWORD")];
+    let config = load_file(MINIMAL, &["--password-file", ""], &vars).expect("one source left");
+    assert_eq!(
+        config.auth.password,
+        Some(PasswordSource::Env("PCCE_PASSWORD".into()))
     );
 }
 
@@ -343,6 +358,14 @@ fn the_file_is_found_under_xdg_config_home() {
     assert!(load(&args(&[]), &env(&[("XDG_CONFIG_HOME", xdg)])).is_ok());
     let message = error_text(load(&args(&[]), &env(&[("HOME", "/nonexistent")])));
     assert!(message.contains("console.url: missing"), "{message}");
+    assert_eq!(
+        message.lines().last(),
+        Some(
+            "no configuration file found at /nonexistent/.config/pcce-proxy/config.toml; \
+             pass -c FILE"
+        ),
+        "{message}"
+    );
 }
 
 #[test]

@@ -96,6 +96,28 @@ async fn sigterm_during_a_slow_request_lets_it_finish_and_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_is_logged_as_sigint() {
+    let console = console().await;
+    let files = Files::new();
+    let config = binary_config(&console, &files);
+    let mut proxy = Binary::start(&config, &["--log-format", "json"], &[]);
+
+    proxy.signal("INT");
+    assert_eq!(proxy.wait_exit(WAIT).await, Some(0), "{}", proxy.log());
+    let log = proxy.log();
+    let reason = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shutting down"))
+        })
+        .map(|event| event["reason"].clone());
+    assert_eq!(reason, Some(serde_json::json!("SIGINT")), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let console = console().await;
     let files = Files::new();
@@ -353,7 +375,10 @@ async fn health_exits_0_only_when_ready_and_waits_when_asked() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let message = stderr(&output);
     assert_eq!(message.lines().count(), 1, "{message}");
-    assert!(message.contains("not ready"), "{message}");
+    assert!(
+        message.starts_with(&format!("pcce-proxy: not ready ({admin}): ")),
+        "{message}"
+    );
 
     let waiting = tokio::spawn({
         let config = config.clone();
@@ -371,7 +396,16 @@ async fn health_exits_0_only_when_ready_and_waits_when_asked() {
 
     let output = run_command(&config, &health).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "ready\n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("ready ({admin})\n")
+    );
+
+    // Only admin.address matters: a configuration without the Console or the
+    // credentials (as in a separate health-check container) is enough.
+    let admin_only = files.write("admin-only.toml", "[admin]\naddress = \"127.0.0.1:9\"\n");
+    let output = run_command(&admin_only, &health).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 
     proxy.signal("TERM");
     assert_eq!(proxy.wait_exit(WAIT).await, Some(0));

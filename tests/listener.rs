@@ -209,6 +209,34 @@ async fn start_error(config: &Config) -> String {
 }
 
 #[tokio::test]
+async fn an_address_in_use_says_what_to_do_for_either_listener() {
+    let console = console().await;
+    let files = Files::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address");
+    let port = addr.to_string();
+
+    let mut config = config_for(&console, &files, &[], &[]);
+    config.listen.address = ListenAddress::Tcp(addr);
+    assert_eq!(
+        start_error(&config).await,
+        format!(
+            "cannot listen on {port}: the address is in use (another process uses it: stop it \
+             or choose another address with --listen)"
+        )
+    );
+
+    let config = config_for(&console, &files, &["--admin", port.as_str()], &[]);
+    assert_eq!(
+        start_error(&config).await,
+        format!(
+            "cannot listen on {port} (admin.address): the address is in use (another process \
+             uses it: stop it or choose another address with --admin)"
+        )
+    );
+}
+
+#[tokio::test]
 async fn a_unix_socket_is_private_and_accepts_any_host() {
     let console = console().await;
     let files = Files::new();

@@ -42,7 +42,10 @@ fn two_password_sources_are_a_configuration_error_naming_both() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stdout.is_empty());
     assert!(
-        stderr.contains("auth.password and auth.password_env are set: keep exactly one"),
+        stderr.contains(&format!(
+            "auth: auth.password (from {path}) and auth.password_env (from {path}) are set: \
+             keep exactly one password source"
+        )),
         "{stderr}"
     );
     assert!(!stderr.contains("s3cret-inline"), "{stderr}");

@@ -43,6 +43,19 @@ async fn a_pin_that_does_not_match_is_a_tls_failure() {
     assert_eq!(answer.status, 502);
     assert_eq!(answer.json()["code"], "console_tls");
     assert_eq!(console.stats().requests_total, 0);
+
+    // A CA file cannot help with a pin, and re-pinning blindly could accept an
+    // interception: the message says neither.
+    let message = answer.json()["err"].as_str().expect("message").to_owned();
+    let expected = format!(
+        "the Console's certificate is not the pinned one (it is sha256 {}; pinned: \
+         abababababababab...): if the Console's certificate was replaced, confirm the new \
+         fingerprint with its administrator before pinning it",
+        console.cert_sha256_hex()
+    );
+    assert!(message.starts_with("cannot log in: "), "{message}");
+    assert!(message.contains(&expected), "{message}");
+    assert!(!message.contains("ca_file"), "{message}");
 }
 
 #[tokio::test]
@@ -77,6 +90,7 @@ async fn a_console_that_is_down_is_unreachable() {
     let console = console().await;
     let files = Files::new();
     let config = config_for(&console, &files, &[], &[]);
+    let addr = console.addr();
     console.shutdown().await;
     let proxy = start_proxy(&config).await;
 
@@ -84,6 +98,36 @@ async fn a_console_that_is_down_is_unreachable() {
 
     assert_eq!(answer.status, 502, "{}", answer.text());
     assert_eq!(answer.json()["code"], "console_unreachable");
+    let message = answer.json()["err"].as_str().expect("message").to_owned();
+    let expected = format!(
+        "cannot log in: cannot connect to the Console at {addr}: connection refused; check \
+         console.url (PCCE listens on 8083)"
+    );
+    assert!(message.starts_with(&expected), "{message}");
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_reach_the_console_says_it_was_the_request() {
+    let console = console().await;
+    let files = Files::new();
+    let basic = [("PCCE_PROXY_AUTH__METHOD", "basic")];
+    let config = config_for(&console, &files, &[], &basic);
+    let addr = console.addr();
+    console.shutdown().await;
+    let proxy = start_proxy(&config).await;
+
+    let answer = get(proxy.addr, "/api/v1/version").await;
+
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    assert_eq!(answer.json()["code"], "console_unreachable");
+    let message = answer.json()["err"].as_str().expect("message").to_owned();
+    assert_eq!(
+        message,
+        format!(
+            "cannot forward the request: cannot connect to the Console at {addr}: connection \
+             refused; check console.url (PCCE listens on 8083)"
+        )
+    );
 }
 
 #[tokio::test]

@@ -68,28 +68,47 @@ async fn check_certificate(console: &ConsoleConfig) -> Result<(), Failure> {
     report("certificate", &certificate.subject);
     report("sha256", &certificate.fingerprint);
     match inspection.verified {
+        // Insecure mode is the operator's explicit choice, so the check goes on to log in;
+        // the report says plainly that nothing was verified.
+        Ok(()) if console.insecure_skip_verify && console.pin_sha256.is_empty() => {
+            report("verified", INSECURE);
+            Ok(())
+        }
         Ok(()) => {
             report("verified", &format!("yes ({})", trust_name(console)));
             Ok(())
         }
         Err(reason) => {
             report("verified", "no");
-            // The verifier's reason ends in a hint naming configuration keys; the summary
-            // before it is enough here, followed by the command-line options to use.
-            let summary = reason.split(" (").next().unwrap_or(&reason);
-            Err(Failure(format!(
-                "{summary}: pass --ca-file FILE, or pin it with --pin-sha256 {}",
-                certificate.fingerprint
+            Err(Failure(untrusted(
+                console,
+                &reason,
+                &certificate.fingerprint,
             )))
         }
     }
 }
 
+/// The `verified` line in insecure mode.
+const INSECURE: &str = "no: console.insecure_skip_verify is set (the certificate is not checked)";
+
+/// The one line for a certificate the configured trust refuses.
+fn untrusted(console: &ConsoleConfig, reason: &str, fingerprint: &str) -> String {
+    // With a pin, the verifier's message is the whole story: a CA file cannot help (pins
+    // are strict), and pinning whatever the Console presents now could accept an
+    // interception.
+    if !console.pin_sha256.is_empty() {
+        return reason.to_owned();
+    }
+    // The verifier's reason ends in a hint naming configuration keys; the summary before
+    // it is enough here, followed by the command-line options to use.
+    let summary = reason.split(" (").next().unwrap_or(reason);
+    format!("{summary}: pass --ca-file FILE, or pin it with --pin-sha256 {fingerprint}")
+}
+
 fn trust_name(console: &ConsoleConfig) -> &'static str {
     if !console.pin_sha256.is_empty() {
         "console.pin_sha256"
-    } else if console.insecure_skip_verify {
-        "console.insecure_skip_verify: not actually verified"
     } else if console.ca_file.is_some() {
         "system roots and console.ca_file"
     } else {
@@ -181,18 +200,7 @@ async fn read_version(
 
 /// One line that says what went wrong with the login and what to check.
 fn login_failure(err: &LoginError, config: &Config) -> Failure {
-    let message = match (err, config.auth.method) {
-        (LoginError::Refused { status, message }, AuthMethod::Certificate) => format!(
-            "login refused ({status}: {message}): the Console knows no user for the client \
-             certificate; check auth.client_cert_file"
-        ),
-        (LoginError::Refused { status, message }, _) => {
-            format!("login refused ({status}: {message}): check auth.username and the password")
-        }
-        (LoginError::Tls(reason), _) => format!("login failed: {reason}"),
-        (other, _) => format!("login failed: {other}"),
-    };
-    Failure(message)
+    Failure(super::login_failure(err, config))
 }
 
 fn describe_expiry(credential: &Credential) -> String {

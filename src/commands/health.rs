@@ -2,9 +2,11 @@
 //!
 //! A container health check for images without curl, and a start-up gate for a sidecar
 //! (`--wait 30s`). It reads `admin.address` from the same configuration as the proxy
+//! (only that key: the Console and the credentials need not be configured where it runs)
 //! and asks `GET /readyz` over plain HTTP/1.1; an unspecified address such as
 //! `0.0.0.0:9083` is asked on the loopback address of its family, which reaches it from
 //! inside the same host or pod. Exit 0 when ready; otherwise 1 with one line saying why.
+//! Both answers name the address asked, for hosts that run several proxies.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -17,8 +19,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::config::Config;
-
 /// The longest one question may take, connection included.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -28,10 +28,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Largest `/readyz` answer read.
 const MAX_ANSWER: usize = 16 * 1024;
 
-/// Runs the command. `wait` is the `--wait` value, already checked by the parser.
-pub async fn health(config: &Config, wait: Option<&str>) -> ExitCode {
-    let Some(address) = config.admin.address else {
-        return not_ready(
+/// Runs the command for the admin listener at `address` (`admin.address`, `None` when
+/// off). `wait` is the `--wait` value, already checked by the parser.
+pub async fn health(address: Option<SocketAddr>, wait: Option<&str>) -> ExitCode {
+    let Some(address) = address else {
+        return fail(
             "admin.address is \"off\", so there is nothing to ask; enable the admin \
              listener",
         );
@@ -41,7 +42,7 @@ pub async fn health(config: &Config, wait: Option<&str>) -> ExitCode {
         .transpose()
     {
         Ok(wait) => wait.unwrap_or(Duration::ZERO),
-        Err(message) => return not_ready(&format!("--wait: {message}")),
+        Err(message) => return fail(&format!("--wait: {message}")),
     };
 
     let target = reachable(address);
@@ -49,13 +50,13 @@ pub async fn health(config: &Config, wait: Option<&str>) -> ExitCode {
     loop {
         let reason = match ask(target).await {
             Ok(()) => {
-                println!("ready");
+                println!("ready ({target})");
                 return ExitCode::SUCCESS;
             }
             Err(reason) => reason,
         };
         if Instant::now() + POLL_INTERVAL > deadline {
-            return not_ready(&reason);
+            return fail(&format!("not ready ({target}): {reason}"));
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
@@ -77,22 +78,23 @@ async fn ask(target: SocketAddr) -> Result<(), String> {
     match tokio::time::timeout(ATTEMPT_TIMEOUT, readyz(target)).await {
         Ok(answer) => answer,
         Err(_) => Err(format!(
-            "the admin listener at {target} did not answer within {}s",
+            "the admin listener did not answer within {}s",
             ATTEMPT_TIMEOUT.as_secs()
         )),
     }
 }
 
+/// One question; the reason of a failure leaves the address to the caller.
 async fn readyz(target: SocketAddr) -> Result<(), String> {
     let stream = TcpStream::connect(target).await.map_err(|err| {
         format!(
-            "cannot reach the admin listener at {target}: {err}; is the proxy running \
-             with this configuration?"
+            "cannot reach the admin listener: {err}; is the proxy running with this \
+             configuration?"
         )
     })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|err| format!("admin listener at {target}: {err}"))?;
+        .map_err(|err| format!("the admin listener failed: {err}"))?;
     tokio::spawn(connection);
 
     let request = Request::get("/readyz")
@@ -102,7 +104,7 @@ async fn readyz(target: SocketAddr) -> Result<(), String> {
     let response = sender
         .send_request(request)
         .await
-        .map_err(|err| format!("admin listener at {target}: {err}"))?;
+        .map_err(|err| format!("the admin listener failed: {err}"))?;
     let status = response.status();
     let body = Limited::new(response.into_body(), MAX_ANSWER)
         .collect()
@@ -122,12 +124,12 @@ fn reason(status: StatusCode, body: &[u8]) -> String {
         .ok()
         .and_then(|value| value.get("reason")?.as_str().map(str::to_owned));
     match reason {
-        Some(reason) => format!("not ready: {reason}"),
-        None => format!("not ready: the admin listener answered {status}"),
+        Some(reason) => reason,
+        None => format!("the admin listener answered {status}"),
     }
 }
 
-fn not_ready(message: &str) -> ExitCode {
+fn fail(message: &str) -> ExitCode {
     let line = message.replace('\n', " ");
     eprintln!("pcce-proxy: {line}");
     ExitCode::from(1)
@@ -152,11 +154,11 @@ mod tests {
         let body = br#"{"ready":false,"reason":"waiting for the first login"}"#;
         assert_eq!(
             reason(StatusCode::SERVICE_UNAVAILABLE, body),
-            "not ready: waiting for the first login"
+            "waiting for the first login"
         );
         assert_eq!(
             reason(StatusCode::NOT_FOUND, b"nope"),
-            "not ready: the admin listener answered 404 Not Found"
+            "the admin listener answered 404 Not Found"
         );
     }
 }

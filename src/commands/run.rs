@@ -36,10 +36,12 @@ pub enum StartError {
     #[error("{0}")]
     Tls(String),
     /// The listener could not be bound.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}: {}", bind_reason(source, option))]
     Bind {
         /// The address as configured.
         address: String,
+        /// The command-line option that chooses another address (`--listen`, `--admin`).
+        option: &'static str,
         /// The operating system's reason.
         source: std::io::Error,
     },
@@ -65,7 +67,13 @@ pub struct ProxyHandle {
 impl ProxyHandle {
     /// Shuts down gracefully (see the module documentation) and waits until done.
     pub async fn stop(self) -> Drained {
-        self.shutdown.begin("stopped by its owner");
+        self.stop_because("stopped by its owner").await
+    }
+
+    /// Like [`ProxyHandle::stop`], with `reason` (such as `"SIGINT"`) as what the log and
+    /// readiness say began the shutdown.
+    pub async fn stop_because(self, reason: &'static str) -> Drained {
+        self.shutdown.begin(reason);
         self.wait().await
     }
 
@@ -84,6 +92,18 @@ impl ProxyHandle {
     pub async fn wait(self) -> Drained {
         self.finished.await.unwrap_or(Drained::TimedOut)
     }
+}
+
+/// Why a bind failed; an address in use gets the usual cause and what to do about it.
+/// (A unix socket in use is explained where it is found, in [`crate::server`].)
+fn bind_reason(source: &std::io::Error, option: &str) -> String {
+    if source.kind() == std::io::ErrorKind::AddrInUse && source.raw_os_error().is_some() {
+        return format!(
+            "the address is in use (another process uses it: stop it or choose another \
+             address with {option})"
+        );
+    }
+    source.to_string()
 }
 
 /// What the shutdown task stops, in order.
@@ -123,6 +143,7 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
         .await
         .map_err(|source| StartError::Bind {
             address: describe_address(&config.listen.address),
+            option: "--listen",
             source,
         })?;
     let addr = listener.local_addr();
@@ -188,6 +209,7 @@ async fn bind_admin(config: &Config) -> Result<Option<(TcpListener, SocketAddr)>
     };
     let bind_error = |source| StartError::Bind {
         address: format!("{address} (admin.address)"),
+        option: "--admin",
         source,
     };
     let listener = TcpListener::bind(address).await.map_err(bind_error)?;

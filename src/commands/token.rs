@@ -22,12 +22,12 @@ pub async fn token(config: Config) -> ExitCode {
     };
     let token = match login.login().await {
         Ok(token) => token,
-        Err(err) => return fail(&format!("login failed: {err}")),
+        Err(err) => return fail(&super::login_failure(&err, &config)),
     };
     let received = (SystemTime::now(), tokio::time::Instant::now());
     let credential = match Credential::from_login(token, 1, received, config.auth.token_lifetime) {
         Ok(credential) => credential,
-        Err(err) => return fail(&format!("login failed: {err}")),
+        Err(err) => return fail(&super::login_failure(&err, &config)),
     };
 
     let mut stdout = std::io::stdout().lock();

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use toml::Value;
@@ -48,23 +49,37 @@ pub enum LoadError {
         /// The parser's description.
         message: String,
     },
-    /// One or more keys are unknown or have bad values; every one is listed.
-    #[error("{}", ProblemLines(.0))]
-    Invalid(Vec<Problem>),
+    /// One or more keys are unknown or have bad values; every one is listed, one per
+    /// line, followed by the hint, if any.
+    #[error("{}", ProblemLines(problems, hint.as_deref()))]
+    Invalid {
+        /// Every problem found.
+        problems: Vec<Problem>,
+        /// A last line for the operator: where a configuration file was looked for, when
+        /// none was found and keys are missing.
+        hint: Option<String>,
+    },
 }
 
 impl LoadError {
     /// The individual problems (empty for a file that could not be read or parsed).
     pub fn problems(&self) -> &[Problem] {
         match self {
-            LoadError::Invalid(problems) => problems,
+            LoadError::Invalid { problems, .. } => problems,
             _ => &[],
+        }
+    }
+
+    fn invalid(problems: Vec<Problem>) -> Self {
+        LoadError::Invalid {
+            problems,
+            hint: None,
         }
     }
 }
 
-/// Formats problems one per line.
-struct ProblemLines<'a>(&'a [Problem]);
+/// Formats problems one per line, then the hint.
+struct ProblemLines<'a>(&'a [Problem], Option<&'a str>);
 
 impl fmt::Display for ProblemLines<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -74,7 +89,10 @@ impl fmt::Display for ProblemLines<'_> {
             }
             write!(f, "{problem}")?;
         }
-        Ok(())
+        match self.1 {
+            Some(hint) => write!(f, "\n{hint}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -85,30 +103,85 @@ impl fmt::Display for ProblemLines<'_> {
 /// `XDG_CONFIG_HOME` and `HOME` for finding the file, and the egress proxy variables.
 /// `auth.password_env` is not read here but at every login.
 pub fn load(args: &GlobalArgs, env: &[(String, String)]) -> Result<Config, LoadError> {
+    let layers = layered(args, env)?;
+    let found_file = layers.file.is_some();
+    match layers.finish(env) {
+        Err(LoadError::Invalid { problems, .. })
+            if !found_file && problems.iter().any(Problem::is_missing) =>
+        {
+            let hint = Some(no_file_hint(env));
+            Err(LoadError::Invalid { problems, hint })
+        }
+        result => result,
+    }
+}
+
+/// `admin.address` alone, read through the same layers as [`load`]. The `health` command
+/// needs nothing else, so it also works where the Console and the credentials are not
+/// configured (a health check in another container, say). A layer that cannot be read,
+/// or holds an unknown key or a value of the wrong type, is still an error.
+pub fn load_admin_address(
+    args: &GlobalArgs,
+    env: &[(String, String)],
+) -> Result<Option<SocketAddr>, LoadError> {
+    let mut layers = layered(args, env)?;
+    let Some(raw) = layers.take_raw() else {
+        return Err(LoadError::invalid(layers.problems));
+    };
+    match validate::admin_address(raw.admin) {
+        Ok(address) if layers.problems.is_empty() => Ok(address),
+        Ok(_) => Err(LoadError::invalid(layers.problems)),
+        Err(found) => Err(layers.attributed(found)),
+    }
+}
+
+/// The file, the environment and the command line, merged but not yet validated.
+fn layered(args: &GlobalArgs, env: &[(String, String)]) -> Result<Layers, LoadError> {
     let mut layers = Layers::default();
     if let Some(path) = config_file(args, env) {
         let table = read_file(&path)?;
         layers.apply_file(table);
+        layers.file = Some(path);
     }
     layers.apply_env(env);
     layers.apply_cli(args);
-    layers.finish(env)
+    Ok(layers)
 }
 
-/// The configuration file in force: `--config`, else
-/// `$XDG_CONFIG_HOME/pcce-proxy/config.toml` (with `XDG_CONFIG_HOME` defaulting to
-/// `$HOME/.config`, as the XDG specification says) when that file exists.
+/// The configuration file in force: `--config`, else [`default_config_file`] when that
+/// file exists.
 pub fn config_file(args: &GlobalArgs, env: &[(String, String)]) -> Option<PathBuf> {
     if let Some(path) = &args.config {
         return Some(path.clone());
     }
+    let path = default_config_file(env)?;
+    path.exists().then_some(path)
+}
+
+/// Where the configuration file is looked for without `--config`:
+/// `$XDG_CONFIG_HOME/pcce-proxy/config.toml`, with `XDG_CONFIG_HOME` defaulting to
+/// `$HOME/.config`, as the XDG specification says. `None` when neither is set.
+pub fn default_config_file(env: &[(String, String)]) -> Option<PathBuf> {
     let xdg = env_var(env, "XDG_CONFIG_HOME").filter(|dir| Path::new(dir).is_absolute());
     let base = match xdg {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(env_var(env, "HOME")?).join(".config"),
     };
-    let path = base.join("pcce-proxy").join("config.toml");
-    path.exists().then_some(path)
+    Some(base.join("pcce-proxy").join("config.toml"))
+}
+
+/// The last line of an error about missing keys when no configuration file was read:
+/// a user who wrote one in another place learns where it was looked for.
+fn no_file_hint(env: &[(String, String)]) -> String {
+    match default_config_file(env) {
+        Some(path) => format!(
+            "no configuration file found at {}; pass -c FILE",
+            path.display()
+        ),
+        None => "no configuration file given, and neither XDG_CONFIG_HOME nor HOME is set to \
+                 find one; pass -c FILE"
+            .to_owned(),
+    }
 }
 
 /// The first non-empty value of `name` in `env`.
@@ -151,6 +224,8 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 struct Layers {
     /// Section name to a table of checked values.
     table: toml::Table,
+    /// The configuration file read, if any.
+    file: Option<PathBuf>,
     /// `section.key` to the variable or option that set it last, when not the file.
     origins: BTreeMap<String, String>,
     /// Problems found while layering.
@@ -317,38 +392,53 @@ impl Layers {
         }
     }
 
-    /// Turns the merged table into a `Config`, or every problem found on the way.
-    fn finish(mut self, env: &[(String, String)]) -> Result<Config, LoadError> {
+    /// The merged table in the raw shape; `None` (with a problem recorded) if it does
+    /// not fit.
+    fn take_raw(&mut self) -> Option<RawConfig> {
         let table = std::mem::take(&mut self.table);
-        let raw: RawConfig = match Value::Table(table).try_into() {
-            Ok(raw) => raw,
+        match Value::Table(table).try_into() {
+            Ok(raw) => Some(raw),
             // The schema checks make this unreachable short of a schema that disagrees
             // with the raw structs, which a unit test rules out. serde's message is not
             // shown: it would quote the value.
             Err(_) => {
                 let message = "the merged configuration does not fit its schema".into();
                 self.problem("configuration", None, message);
-                return Err(LoadError::Invalid(self.problems));
-            }
-        };
-        let result = validate::validate(raw, env);
-        let mut problems = self.problems;
-        match result {
-            Ok(config) if problems.is_empty() => Ok(config),
-            Ok(_) => Err(LoadError::Invalid(problems)),
-            Err(found) => {
-                // A key whose value was dropped while layering would otherwise be
-                // reported a second time, as missing.
-                let reported: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
-                for mut problem in found {
-                    if !reported.contains(&problem.key) {
-                        problem.origin = self.origins.get(&problem.key).cloned();
-                        problems.push(problem);
-                    }
-                }
-                Err(LoadError::Invalid(problems))
+                None
             }
         }
+    }
+
+    /// Turns the merged table into a `Config`, or every problem found on the way.
+    fn finish(mut self, env: &[(String, String)]) -> Result<Config, LoadError> {
+        let Some(raw) = self.take_raw() else {
+            return Err(LoadError::invalid(self.problems));
+        };
+        let origins = validate::Origins {
+            overrides: self.origins.clone(),
+            file: self.file.clone(),
+        };
+        match validate::validate_with_origins(raw, env, origins) {
+            Ok(config) if self.problems.is_empty() => Ok(config),
+            Ok(_) => Err(LoadError::invalid(self.problems)),
+            Err(found) => Err(self.attributed(found)),
+        }
+    }
+
+    /// The layering problems followed by `found`, each of these with the origin of its
+    /// key.
+    fn attributed(self, found: Vec<Problem>) -> LoadError {
+        let mut problems = self.problems;
+        // A key whose value was dropped while layering would otherwise be reported a
+        // second time, as missing.
+        let reported: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+        for mut problem in found {
+            if !reported.contains(&problem.key) {
+                problem.origin = self.origins.get(&problem.key).cloned();
+                problems.push(problem);
+            }
+        }
+        LoadError::invalid(problems)
     }
 }
 

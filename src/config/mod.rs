@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::secret::{PasswordSource, Secret};
 
-pub use load::{load, LoadError};
+pub use load::{load, load_admin_address, LoadError};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 //! the key, quote the bad value unless it is a secret (passwords, the password command,
 //! egress proxy URLs that may carry user-info) and say what is expected.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -39,6 +40,14 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// Whether this is a required key that no layer set; such messages start with
+    /// `missing`.
+    pub fn is_missing(&self) -> bool {
+        self.message.starts_with("missing")
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.origin {
@@ -48,13 +57,38 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Where the values of the merged configuration came from. The loader names the origin
+/// of a problem's own key; this serves the messages that weigh several keys against
+/// each other, which must say where each of them was set.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// `section.key` to the environment variable or command-line option that set it.
+    pub overrides: BTreeMap<String, String>,
+    /// The configuration file, which set every key that has no override.
+    pub file: Option<PathBuf>,
+}
+
+impl Origins {
+    /// `key` followed by where its value came from, when that is known.
+    fn name(&self, key: &str) -> String {
+        match (self.overrides.get(key), &self.file) {
+            (Some(origin), _) => format!("{key} (from {origin})"),
+            (None, Some(file)) => format!("{key} (from {})", file.display()),
+            (None, None) => key.to_owned(),
+        }
+    }
+}
+
 /// The problems found so far.
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+struct Problems {
+    found: Vec<Problem>,
+    origins: Origins,
+}
 
 impl Problems {
     fn push(&mut self, key: &str, message: impl Into<String>) {
-        self.0.push(Problem {
+        self.found.push(Problem {
             key: key.to_owned(),
             origin: None,
             message: message.into(),
@@ -65,7 +99,19 @@ impl Problems {
 /// Validates the merged configuration. `env` supplies `HTTPS_PROXY`, `https_proxy`,
 /// `NO_PROXY` and `no_proxy` for resolving the egress proxy.
 pub fn validate(raw: RawConfig, env: &[(String, String)]) -> Result<Config, Vec<Problem>> {
-    let mut problems = Problems::default();
+    validate_with_origins(raw, env, Origins::default())
+}
+
+/// [`validate`], naming in its messages where each value came from.
+pub fn validate_with_origins(
+    raw: RawConfig,
+    env: &[(String, String)],
+    origins: Origins,
+) -> Result<Config, Vec<Problem>> {
+    let mut problems = Problems {
+        found: Vec::new(),
+        origins,
+    };
     let config = Config {
         listen: listen(raw.listen, &mut problems),
         console: console(raw.console, env, &mut problems),
@@ -73,10 +119,21 @@ pub fn validate(raw: RawConfig, env: &[(String, String)]) -> Result<Config, Vec<
         admin: admin(raw.admin, &mut problems),
         log: log(raw.log, &mut problems),
     };
-    if problems.0.is_empty() {
+    if problems.found.is_empty() {
         Ok(config)
     } else {
-        Err(problems.0)
+        Err(problems.found)
+    }
+}
+
+/// Validates `admin.address` alone, for the `health` command, which needs nothing else.
+pub fn admin_address(raw: RawAdmin) -> Result<Option<SocketAddr>, Vec<Problem>> {
+    let mut problems = Problems::default();
+    let admin = admin(raw, &mut problems);
+    if problems.found.is_empty() {
+        Ok(admin.address)
+    } else {
+        Err(problems.found)
     }
 }
 
@@ -779,10 +836,18 @@ fn password_source(raw: &RawAuth, problems: &mut Problems) -> Option<PasswordSou
             None
         }
         _ => {
-            let names: Vec<String> = sources.iter().map(|(name, _)| (*name).to_owned()).collect();
+            // Keyed by the section: each source names its own origin, since one may come
+            // from the file and another from a variable or option.
+            let names: Vec<String> = sources
+                .iter()
+                .map(|(name, _)| problems.origins.name(name))
+                .collect();
             problems.push(
-                "auth.password",
-                format!("{} are set: keep exactly one", join_words(&names, "and")),
+                "auth",
+                format!(
+                    "{} are set: keep exactly one password source",
+                    join_words(&names, "and")
+                ),
             );
             None
         }
@@ -1094,12 +1159,32 @@ mod tests {
     #[test]
     fn two_password_sources_are_named_without_their_values() {
         let message = one_message("[auth]\npassword = \"hunter2\"\npassword_env = \"PW\"");
-        assert!(message.contains("auth.password,"), "{message}");
+        assert!(message.starts_with("auth: auth.password,"), "{message}");
         assert!(
             message.contains("auth.password_file and auth.password_env"),
             "{message}"
         );
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn two_password_sources_say_where_each_was_set() {
+        let raw: RawConfig = toml::from_str(&merge(BASE, "[auth]\npassword_env = \"PW\""))
+            .expect("test TOML is valid");
+        let origins = Origins {
+            overrides: [(
+                "auth.password_env".to_owned(),
+                "PCCE_PROXY_AUTH__PASSWORD_ENV".to_owned(),
+            )]
+            .into(),
+            file: Some(PathBuf::from("/etc/pcce-proxy.toml")),
+        };
+        let problems = validate_with_origins(raw, &[], origins).expect_err("two sources");
+        assert_eq!(
+            problems[0].to_string(),
+            "auth: auth.password_file (from /etc/pcce-proxy.toml) and auth.password_env (from \
+             PCCE_PROXY_AUTH__PASSWORD_ENV) are set: keep exactly one password source"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::io;
 
 use reqwest::redirect;
 
-use super::connect::{describe_error, ConnectErrorKind};
+use super::connect::{describe_error, refused_message, ConnectErrorKind};
 use super::tls::{client_config, Alpn, ClientIdentity, TlsSetupError};
 use crate::config::{ConsoleConfig, EgressProxy, EgressSetting};
 
@@ -117,12 +117,7 @@ fn connect_message(err: &reqwest::Error, target: &str, cause: &(dyn StdError + '
     }
     // `port()` is `None` when the URL names no port (or the scheme's default one).
     let named_no_port = err.url().is_some_and(|url| url.port().is_none());
-    let hint = if named_no_port {
-        "; PCCE Consoles listen on port 8083: add :8083 to console.url"
-    } else {
-        ""
-    };
-    format!("connection refused by {target}{hint}")
+    refused_message(target, !named_no_port)
 }
 
 /// The innermost error of the chain: the one that says what actually happened.
@@ -253,7 +248,13 @@ mod tests {
         let err = client.get(url).send().await.expect_err("refused");
         let (kind, message) = classify(&err);
         assert_eq!(kind, ConnectErrorKind::Connect, "{message}");
-        assert_eq!(message, format!("connection refused by {addr}"));
+        assert_eq!(
+            message,
+            format!(
+                "cannot connect to the Console at {addr}: connection refused; check console.url \
+                 (PCCE listens on 8083)"
+            )
+        );
     }
 
     #[tokio::test]

@@ -264,7 +264,7 @@ impl Target {
         if self.explicit_port {
             ""
         } else {
-            "; PCCE Consoles listen on port 8083: add :8083 to console.url"
+            PORT_HINT
         }
     }
 
@@ -291,7 +291,7 @@ impl Target {
             ),
             TcpFailure::Io(addr, err) if err.kind() == io::ErrorKind::ConnectionRefused => (
                 ConnectErrorKind::Connect,
-                format!("connection refused by {addr}{}", self.port_hint()),
+                refused_message(&addr.to_string(), self.explicit_port),
             ),
             TcpFailure::Io(addr, err) => (
                 ConnectErrorKind::Connect,
@@ -398,11 +398,41 @@ fn proxy_connect_error(proxy_name: &str, timeout: Duration, failure: TcpFailure)
             ConnectErrorKind::Connect,
             format!("cannot resolve egress proxy {proxy_name}: {err}"),
         ),
-        TcpFailure::Io(addr, err) => ConnectError::new(
-            ConnectErrorKind::Connect,
-            format!("cannot connect to egress proxy {proxy_name} at {addr}: {err}"),
-        ),
+        TcpFailure::Io(addr, err) => {
+            // The resolved address is news only when the proxy was named by host name.
+            let resolved = addr.to_string();
+            let at = if resolved == proxy_name {
+                String::new()
+            } else {
+                format!(" ({resolved})")
+            };
+            let reason = match err.kind() {
+                io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                _ => err.to_string(),
+            };
+            ConnectError::new(
+                ConnectErrorKind::Connect,
+                format!(
+                    "cannot connect to egress proxy {proxy_name}{at}: {reason}; check \
+                     console.egress_proxy or HTTPS_PROXY"
+                ),
+            )
+        }
     }
+}
+
+/// The hint for a refused connection to a Console URL that names no port.
+const PORT_HINT: &str = "; PCCE Consoles listen on port 8083: add :8083 to console.url";
+
+/// The message for a Console at `target` (`host:port`) that refused the connection. When
+/// the URL named a port, that port may be wrong; when it named none, `:8083` is missing.
+pub(crate) fn refused_message(target: &str, explicit_port: bool) -> String {
+    let hint = if explicit_port {
+        "; check console.url (PCCE listens on 8083)"
+    } else {
+        PORT_HINT
+    };
+    format!("cannot connect to the Console at {target}: connection refused{hint}")
 }
 
 fn join_host_port(host: &str, port: u16) -> String {
@@ -1049,8 +1079,61 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "connection refused by {addr}; PCCE Consoles listen on port 8083: add :8083 to \
-                 console.url"
+                "cannot connect to the Console at {addr}: connection refused; PCCE Consoles \
+                 listen on port 8083: add :8083 to console.url"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_to_a_named_port_says_to_check_the_url() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let mut console = console_at(addr, "127.0.0.1");
+        console.insecure_skip_verify = true;
+
+        let tls = client_config(&console, Alpn::Auto, None).expect("tls");
+        let err = Connector::new(&console, tls)
+            .connect_tls()
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot connect to the Console at {addr}: connection refused; check console.url \
+                 (PCCE listens on 8083)"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_egress_proxy_is_named_once() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let proxy = closed.local_addr().expect("addr");
+        drop(closed);
+        let mut console = console_at("127.0.0.1:8083".parse().expect("addr"), "localhost");
+        console.insecure_skip_verify = true;
+        console.egress = EgressSetting::Via(crate::config::EgressProxy {
+            host: "127.0.0.1".to_owned(),
+            port: proxy.port(),
+            credentials: None,
+        });
+
+        let tls = client_config(&console, Alpn::Auto, None).expect("tls");
+        let err = Connector::new(&console, tls)
+            .connect_tls()
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot connect to egress proxy {proxy}: connection refused; check \
+                 console.egress_proxy or HTTPS_PROXY"
             )
         );
     }

@@ -566,11 +566,23 @@ fn check_pins(
     if pins.contains(&digest) {
         return Ok(ServerCertVerified::assertion());
     }
-    Err(rejected(format!(
-        "certificate does not match console.pin_sha256 (it is {}): if the Console's \
-         certificate was replaced, confirm the new one and pin it",
-        hex::encode(digest)
-    )))
+    Err(rejected(pin_mismatch(&hex::encode(digest), pins)))
+}
+
+/// The refusal of a certificate that matches no pin. A CA file cannot help here (a pin
+/// is strict), and a changed certificate may be an interception, so the advice is to
+/// confirm the new fingerprint before pinning it, never simply to pin what was presented.
+pub(crate) fn pin_mismatch(presented: &str, pins: &[[u8; 32]]) -> String {
+    let pinned: Vec<String> = pins
+        .iter()
+        .map(|pin| format!("{}...", &hex::encode(pin)[..16]))
+        .collect();
+    format!(
+        "the Console's certificate is not the pinned one (it is sha256 {presented}; pinned: \
+         {}): if the Console's certificate was replaced, confirm the new fingerprint with \
+         its administrator before pinning it",
+        pinned.join(", ")
+    )
 }
 
 /// Rewords a WebPKI refusal so that it names the certificate and the setting to change.
@@ -713,10 +725,22 @@ mod tests {
             .expect_err("refused");
         assert_eq!(err.kind, ConnectErrorKind::Tls);
         let expected = format!(
-            "does not match console.pin_sha256 (it is {})",
+            "the Console's certificate is not the pinned one (it is sha256 {}; pinned: \
+             0707070707070707...): if the Console's certificate was replaced, confirm the new \
+             fingerprint with its administrator before pinning it",
             pki.leaf_fp()
         );
-        assert!(err.to_string().contains(&expected), "{err}");
+        assert!(err.to_string().ends_with(&expected), "{err}");
+        assert!(!err.to_string().contains("ca_file"), "{err}");
+    }
+
+    #[test]
+    fn a_pin_mismatch_lists_every_pin_shortened() {
+        let message = pin_mismatch("ab", &[[0; 32], [0xff; 32]]);
+        assert!(
+            message.contains("(it is sha256 ab; pinned: 0000000000000000..., ffffffffffffffff...)"),
+            "{message}"
+        );
     }
 
     #[tokio::test]

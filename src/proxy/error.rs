@@ -21,7 +21,7 @@ pub const ERROR_HEADER: &str = "x-pcce-proxy-error";
 pub enum ErrorKind {
     /// The request is malformed or climbs out of the prefix (400 `bad_request`).
     BadRequest,
-    /// A guard refused the request; the refusal carries its own status and code.
+    /// A guard (or the admin listener) refused the request, with its own status and code.
     Refused(&'static str, StatusCode),
     /// The Console could not be reached (502 `console_unreachable`).
     ConsoleUnreachable,

@@ -446,13 +446,18 @@ fn error_code_of(value: &[u8]) -> Option<&'static str> {
 
 /// Maps a failed exchange to the error the client gets, by what actually failed.
 fn classify_send_error(err: &hyper_util::client::legacy::Error) -> ProxyError {
+    // Failures on the Console's side say that it was this request, not the login it
+    // needed, that failed (those start with "cannot log in").
+    let forward = |kind, message: &str| {
+        ProxyError::new(kind, format!("cannot forward the request: {message}"))
+    };
     if let Some((kind, message)) = connect::describe_error(err) {
         let kind = match kind {
             ConnectErrorKind::Tls => ErrorKind::ConsoleTls,
             ConnectErrorKind::Timeout => ErrorKind::ConsoleTimeout,
             ConnectErrorKind::Connect | ConnectErrorKind::Tunnel => ErrorKind::ConsoleUnreachable,
         };
-        return ProxyError::new(kind, message);
+        return forward(kind, &message);
     }
 
     let detail = error_chain(err);
@@ -463,15 +468,11 @@ fn classify_send_error(err: &hyper_util::client::legacy::Error) -> ProxyError {
         );
     }
     if err.is_connect() {
-        return ProxyError::new(
-            ErrorKind::ConsoleUnreachable,
-            format!("cannot connect to the Console: {detail}"),
-        );
+        let message = format!("cannot connect to the Console: {detail}");
+        return forward(ErrorKind::ConsoleUnreachable, &message);
     }
-    ProxyError::new(
-        ErrorKind::ConsoleUnreachable,
-        format!("the exchange with the Console failed: {detail}"),
-    )
+    let message = format!("the exchange with the Console failed: {detail}");
+    forward(ErrorKind::ConsoleUnreachable, &message)
 }
 
 /// Whether the exchange failed because the client's own body did (a malformed chunk, a

@@ -464,16 +464,20 @@ impl Shared {
     }
 }
 
-/// The request-facing error for a failed login, with the pause that follows it.
+/// The request-facing error for a failed login, with the pause that follows it. It
+/// starts with `cannot log in`, so that a client can tell it from a failure of its own
+/// request, which starts with `cannot forward the request`.
 fn describe(error: &LoginError, pause: Option<(PauseKind, Duration)>) -> CredentialError {
     let message = match pause {
         Some((PauseKind::Refused, left)) => format!(
-            "{error}; not retrying for {} to avoid locking the account; fix the credentials \
-             and send SIGHUP",
+            "cannot log in: {error}; not retrying for {} to avoid locking the account; fix \
+             the credentials and send SIGHUP",
             human(left)
         ),
-        Some((PauseKind::Backoff, left)) => format!("{error}; next attempt in {}", human(left)),
-        None => error.to_string(),
+        Some((PauseKind::Backoff, left)) => {
+            format!("cannot log in: {error}; next attempt in {}", human(left))
+        }
+        None => format!("cannot log in: {error}"),
     };
     match error {
         LoginError::Connect(_) => CredentialError::Unreachable(message),
@@ -514,8 +518,23 @@ mod tests {
         let pause = Some((PauseKind::Refused, Duration::from_secs(299)));
         assert_eq!(
             describe(&error, pause).to_string(),
-            "the Console refused the credentials (401): invalid credentials; not retrying for \
-             4m 59s to avoid locking the account; fix the credentials and send SIGHUP"
+            "cannot log in: the Console refused the credentials (401): invalid credentials; not \
+             retrying for 4m 59s to avoid locking the account; fix the credentials and send \
+             SIGHUP"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_console_names_the_login_and_when_it_is_tried_again() {
+        let error = LoginError::Connect(crate::console::connect::refused_message(
+            "127.0.0.1:1",
+            true,
+        ));
+        let pause = Some((PauseKind::Backoff, Duration::from_millis(900)));
+        assert_eq!(
+            describe(&error, pause).to_string(),
+            "cannot log in: cannot connect to the Console at 127.0.0.1:1: connection refused; \
+             check console.url (PCCE listens on 8083); next attempt in 1s"
         );
     }
 
