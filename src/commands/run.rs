@@ -441,6 +441,13 @@ fn log_start(config: &Config, addr: Option<SocketAddr>, admin: Option<SocketAddr
         || describe_address(&config.listen.address),
         |a| a.to_string(),
     );
+    if config.listen.allowed_hosts.iter().any(|host| host == "*") {
+        tracing::warn!(
+            "listen.allowed_hosts contains \"*\": any Host is accepted, which turns off the \
+             defence against DNS rebinding; a web page can then reach the proxy through a \
+             name of its own; list the names clients use instead"
+        );
+    }
     tracing::info!(
         listen.address = %listen,
         console.url = %console.url.base(),

@@ -239,7 +239,15 @@ fn parse_token(body: &[u8]) -> Result<Secret, LoginError> {
 fn console_message(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let message = value.get("err")?.as_str()?;
-    Some(message.chars().take(200).collect())
+    // The text ends up in log lines, error bodies and /status: control characters could
+    // forge a log line or a terminal escape there.
+    Some(
+        message
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(200)
+            .collect(),
+    )
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -267,6 +275,14 @@ fn transport_error(err: &reqwest::Error, timeout: Duration) -> LoginError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_messages_lose_control_characters() {
+        let body = br#"{"err":"bad\n2026-01-01 INFO forged\u001b[31m"}"#;
+        let message = console_message(body).expect("a message");
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        assert!(message.starts_with("bad 2026-01-01 INFO forged"));
+    }
 
     #[test]
     fn only_a_json_object_with_a_token_is_a_token() {

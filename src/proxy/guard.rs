@@ -58,7 +58,7 @@ pub enum Refusal {
     ForbiddenHost,
     /// 403 `cross_origin`: sent by a web page of another origin, or a CORS preflight.
     CrossOrigin,
-    /// 405 `method_not_allowed`: `CONNECT`; the proxy is no forward proxy.
+    /// 405 `method_not_allowed`: `CONNECT` (the proxy is no forward proxy) or `TRACE`.
     MethodNotAllowed,
     /// 401 `client_unauthorized`: the client token is required and was not presented.
     ClientUnauthorized,
@@ -88,7 +88,8 @@ const DOT_DOT: &str = "the path contains a `..` segment, which could leave the C
 /// The methods forwarded in read-only mode, as an `Allow` value.
 const READ_ONLY_ALLOW: &str = "GET, HEAD, OPTIONS";
 
-/// The methods forwarded otherwise (everything but `CONNECT`), as an `Allow` value.
+/// The methods forwarded otherwise (everything but `CONNECT` and `TRACE`), as an
+/// `Allow` value.
 const ALL_ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 impl GuardConfig {
@@ -181,8 +182,8 @@ impl Refusal {
                  script or tool instead"
             }
             Refusal::MethodNotAllowed => {
-                "the CONNECT method is refused because this proxy only forwards requests \
-                 to its Console; send the request itself, not a tunnel"
+                "the CONNECT and TRACE methods are refused: this proxy only forwards requests to its \
+                 Console (no tunnels), and a TRACE echo would reveal its credential"
             }
             Refusal::ClientUnauthorized => {
                 "the client token is missing or wrong; send \"Authorization: Bearer \
@@ -222,7 +223,9 @@ impl Refusal {
 /// client token and read-only rules can exempt emulated logins. Logins the proxy answers
 /// itself (`emulate`, `reject`) are exempt from `allowed_paths` too: nothing is forwarded.
 pub fn check(cfg: &GuardConfig, parts: &Parts) -> Result<Decision, Refusal> {
-    if parts.method == Method::CONNECT {
+    // TRACE is refused with CONNECT: a Console, or anything in front of it, that echoes
+    // a TRACE would hand the proxy's bearer token to the client.
+    if parts.method == Method::CONNECT || parts.method == Method::TRACE {
         return Err(Refusal::MethodNotAllowed);
     }
     if cfg.tcp {
@@ -672,6 +675,13 @@ mod tests {
     }
 
     #[test]
+    fn trace_is_refused_so_no_echo_can_reveal_the_credential() {
+        let cfg = tcp(&[]);
+        let trace = parts("TRACE", "/api/v1/x", &[LOCAL]);
+        assert_eq!(code(&cfg, &trace), "method_not_allowed");
+    }
+
+    #[test]
     fn same_origin_and_tool_requests_pass() {
         let cfg = tcp(&[]);
         let headers = [
@@ -880,7 +890,7 @@ mod tests {
                 "{method}"
             );
         }
-        for method in ["POST", "PUT", "PATCH", "DELETE", "TRACE"] {
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
             let parts = parts(method, "/api/v1/x", &[LOCAL]);
             assert_eq!(code(&cfg, &parts), "read_only", "{method}");
         }

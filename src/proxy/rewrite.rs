@@ -271,6 +271,11 @@ pub fn rewrite_location(value: &HeaderValue, console: &ConsoleUrl) -> Option<Hea
 /// Turns what follows the prefix into `/path?query#fragment`, refusing anything that is
 /// not at a segment boundary or that a client would read as naming another host.
 fn relative_reference(below: &[u8]) -> Option<HeaderValue> {
+    // Browsers drop tabs and line breaks from URLs, so `/\t/host` would turn into the
+    // network-path reference `//host`: such a value is left as the Console sent it.
+    if below.iter().any(u8::is_ascii_control) {
+        return None;
+    }
     match below.first() {
         Some(b'/') => {
             if matches!(below.get(1), Some(b'/' | b'\\')) {
@@ -616,6 +621,7 @@ mod tests {
             "https://console.example/other/x",
             "https://console.example/us-1-123//evil.example/x",
             "https://console.example/us-1-123/\\evil.example",
+            "https://console.example/us-1-123/\t/evil.example/x",
             "https://",
             "https:/",
             "",

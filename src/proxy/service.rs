@@ -356,6 +356,15 @@ impl Proxy {
     async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
         let timeout = self.shared.response_timeout;
         match tokio::time::timeout(timeout, self.shared.client.request(request)).await {
+            // The proxy never asks for an upgrade, so a 101 cannot be passed on: the
+            // client would be left on a connection speaking an unknown protocol.
+            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                Err(ProxyError::new(
+                    ErrorKind::ConsoleUnreachable,
+                    "cannot forward the request: the Console switched protocols (101) \
+                     without being asked to",
+                ))
+            }
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(classify_send_error(&err)),
             Err(_) => Err(ProxyError::new(

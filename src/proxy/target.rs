@@ -112,30 +112,28 @@ pub enum ClientLoginKind {
 pub fn client_login_kind(normalized: &str) -> Option<ClientLoginKind> {
     let rest = normalized.strip_prefix("/api/")?;
     let (version, endpoint) = rest.split_once('/')?;
-    if !is_api_version(version) {
+    // Any version segment counts, not only `v1` or `v34.02`: treating an odd path as a
+    // login costs nothing, missing one could let a client log the shared token out.
+    if version.is_empty() {
         return None;
     }
     let endpoint = endpoint.strip_suffix('/').unwrap_or(endpoint);
-    match endpoint {
-        "authenticate" => Some(ClientLoginKind::Authenticate),
-        "authenticate-client" => Some(ClientLoginKind::AuthenticateClient),
-        "authenticate/renew" => Some(ClientLoginKind::Renew),
-        "logout" => Some(ClientLoginKind::Logout),
-        _ => None,
-    }
+    let mut segments = endpoint.split('/').map(lenient_segment);
+    let kind = match (segments.next()?, segments.next()) {
+        ("authenticate", None) => ClientLoginKind::Authenticate,
+        ("authenticate-client", None) => ClientLoginKind::AuthenticateClient,
+        ("authenticate", Some("renew")) => ClientLoginKind::Renew,
+        ("logout", None) => ClientLoginKind::Logout,
+        _ => return None,
+    };
+    segments.next().is_none().then_some(kind)
 }
 
-/// `v1`, `v34`, `v34.02`: a `v`, digits, then optionally a dot and digits.
-fn is_api_version(segment: &str) -> bool {
-    let Some(number) = segment.strip_prefix('v') else {
-        return false;
-    };
-    let (major, minor) = match number.split_once('.') {
-        Some((major, minor)) => (major, Some(minor)),
-        None => (number, None),
-    };
-    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    all_digits(major) && minor.is_none_or(all_digits)
+/// A segment as a lenient server in front of the Console might read it: matrix
+/// parameters (`;x`) cut off, trailing white space, NUL and zero-width spaces removed.
+fn lenient_segment(segment: &str) -> &str {
+    let segment = segment.split(';').next().unwrap_or(segment);
+    segment.trim_end_matches(|c: char| c.is_whitespace() || c == '\0' || c == '\u{200b}')
 }
 
 /// Whether a normalised path lies under one of the allowed prefixes, ignoring ASCII case.
@@ -305,10 +303,14 @@ mod tests {
             ("/api/v1/authenticate/renewx", None),
             ("/api/v1/authenticate-clients", None),
             ("/api/logout", None),
-            ("/api/v/logout", None),
-            ("/api/v1./logout", None),
-            ("/api/vx/logout", None),
-            ("/api/v1.2.3/logout", None),
+            ("/api/v/logout", Some(Logout)),
+            ("/api/latest/logout", Some(Logout)),
+            ("/api/v1.2.3/logout", Some(Logout)),
+            ("/api/v1/logout;x", Some(Logout)),
+            ("/api/v1/logout ", Some(Logout)),
+            ("/api/v1/logout\0", Some(Logout)),
+            ("/api/v1/logout\u{200b}", Some(Logout)),
+            ("/api/v1/authenticate;a/renew;b", Some(Renew)),
             ("/apix/v1/logout", None),
             ("/us-1-123/api/v1/logout", None),
             ("/api/v1/images", None),
