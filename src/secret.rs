@@ -208,6 +208,14 @@ impl PasswordSource {
     }
 }
 
+/// A file's content without its one trailing line end (`\n` or `\r\n`), as every
+/// secret file (password, client token) is read: editors and `echo` add one.
+pub fn trim_line_end(text: &str) -> &str {
+    text.strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text)
+}
+
 async fn read_password_file(path: &Path) -> Result<Secret, SecretError> {
     let bytes = Zeroizing::new(tokio::fs::read(path).await.map_err(|source| {
         SecretError::FileUnreadable {
@@ -218,10 +226,7 @@ async fn read_password_file(path: &Path) -> Result<Secret, SecretError> {
     let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::FileNotUtf8 {
         path: path.to_owned(),
     })?;
-    let password = text
-        .strip_suffix("\r\n")
-        .or_else(|| text.strip_suffix('\n'))
-        .unwrap_or(text);
+    let password = trim_line_end(text);
     if password.is_empty() {
         return Err(SecretError::FileEmpty {
             path: path.to_owned(),
@@ -478,5 +483,14 @@ mod tests {
         let source = PasswordSource::Command(shell("echo hunter2"));
         assert!(!format!("{source:?}").contains("hunter2"));
         assert_eq!(source.describe(), "password_command");
+    }
+
+    #[test]
+    fn one_trailing_line_end_is_trimmed_as_the_login_reads_it() {
+        assert_eq!(trim_line_end("pw\n"), "pw");
+        assert_eq!(trim_line_end("pw\r\n"), "pw");
+        assert_eq!(trim_line_end("pw\n\n"), "pw\n");
+        assert_eq!(trim_line_end("pw\r"), "pw\r");
+        assert_eq!(trim_line_end("pw"), "pw");
     }
 }

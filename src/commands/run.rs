@@ -25,7 +25,7 @@ use crate::console::{connect, tls};
 use crate::metrics::Metrics;
 use crate::proxy::guard::GuardConfig;
 use crate::proxy::service::Proxy;
-use crate::secret::Secret;
+use crate::secret::{trim_line_end, Secret};
 use crate::server::{self, Drained, Limits, Listener};
 use crate::shutdown::Shutdown;
 
@@ -392,9 +392,7 @@ fn read_client_token(config: &Config) -> Result<Option<Secret>, StartError> {
         ))
     })?;
     let content = Secret::new(content);
-    let value = content.expose();
-    let value = value.strip_suffix('\n').unwrap_or(value);
-    let value = value.strip_suffix('\r').unwrap_or(value);
+    let value = trim_line_end(content.expose());
     if value.is_empty() {
         return Err(StartError::Setup(format!(
             "listen.client_token_file {} is empty",

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 pub use super::session::logout;
 use super::session::ConsoleApi;
 use crate::config::{AuthConfig, ConsoleConfig};
-use crate::secret::{PasswordSource, Secret};
+use crate::secret::{trim_line_end, PasswordSource, Secret};
 use crate::token::{Authenticate, LoginError, LoginFuture, LogoutFuture};
 
 /// Username and password login for a bearer token.
@@ -96,8 +96,11 @@ impl Authenticate for PasswordLogin {
             return false;
         };
         let content = Zeroizing::new(content);
-        let trimmed = trim_one_newline(&content);
-        let digest: [u8; 32] = Sha256::digest(trimmed).into();
+        // Read as the login reads it, so an unchanged file never looks changed.
+        let Ok(text) = std::str::from_utf8(&content) else {
+            return false;
+        };
+        let digest: [u8; 32] = Sha256::digest(trim_line_end(text)).into();
         let last = *self.last_used.lock().unwrap_or_else(|e| e.into_inner());
         last.is_some_and(|last| last != digest)
     }
@@ -129,23 +132,5 @@ impl Authenticate for CertificateLogin {
 
     fn logout<'a>(&'a self, token: &'a Secret) -> LogoutFuture<'a> {
         Box::pin(self.api.logout(token))
-    }
-}
-
-fn trim_one_newline(content: &[u8]) -> &[u8] {
-    let content = content.strip_suffix(b"\n").unwrap_or(content);
-    content.strip_suffix(b"\r").unwrap_or(content)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_trailing_newline_is_trimmed_for_change_detection() {
-        assert_eq!(trim_one_newline(b"pw\n"), b"pw");
-        assert_eq!(trim_one_newline(b"pw\r\n"), b"pw");
-        assert_eq!(trim_one_newline(b"pw\n\n"), b"pw\n");
-        assert_eq!(trim_one_newline(b"pw"), b"pw");
     }
 }
