@@ -33,23 +33,24 @@ struct LoginBody {
     password: Option<String>,
 }
 
-/// The proxy's answer to a client's own login, renew or logout call.
+/// The proxy's answer to a client's own login, renew or logout call; an error when a
+/// client token is configured and the call does not prove it.
 pub async fn answer(
     kind: ClientLoginKind,
     headers: &HeaderMap,
     body: Incoming,
     client_token: Option<&Secret>,
     lifetime: Duration,
-) -> Response<Bytes> {
+) -> Result<Response<Bytes>, ProxyError> {
     if matches!(kind, ClientLoginKind::Logout) {
-        return Response::new(Bytes::new());
+        return Ok(Response::new(Bytes::new()));
     }
 
     let token = match client_token {
         None => placeholder_token(lifetime),
         Some(expected) => match password_matches(kind, headers, body, expected).await {
             true => expected.expose().to_owned(),
-            false => return refused().into_response(),
+            false => return Err(refused()),
         },
     };
 
@@ -64,7 +65,7 @@ pub async fn answer(
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    Ok(response)
 }
 
 /// Whether the login proves knowledge of the client token: the password of a login

@@ -61,8 +61,10 @@ struct Shared {
 
 /// What a request turned into before its body is wrapped for the client.
 enum Outcome {
+    /// The Console's answer, and the generation of the token that was sent.
     Upstream(Response<Incoming>, Option<u64>),
-    Local(Response<Bytes>),
+    /// The proxy's own answer, and its error code when it is an error.
+    Local(Response<Bytes>, Option<&'static str>),
 }
 
 /// A request on its way up, kept when it may have to be sent again after a 401.
@@ -134,7 +136,8 @@ impl Proxy {
             Ok(outcome) => outcome,
             Err(err) => {
                 log_failure(&request_id, &err);
-                Outcome::Local(err.into_response())
+                let code = err.code();
+                Outcome::Local(err.into_response(), Some(code))
             }
         };
 
@@ -156,12 +159,9 @@ impl Proxy {
                 log.token_generation = generation;
                 response.map(|body| ResponseBody::upstream(body, Some(log)))
             }
-            Outcome::Local(response) => {
+            Outcome::Local(response, error_code) => {
                 log.status = response.status();
-                log.error_code = response
-                    .headers()
-                    .get(crate::proxy::error::ERROR_HEADER)
-                    .and_then(|v| error_code_of(v.as_bytes()));
+                log.error_code = error_code;
                 response.map(|body| ResponseBody::local(body, Some(log)))
             }
         }
@@ -187,8 +187,8 @@ impl Proxy {
                         shared.client_token.as_ref(),
                         shared.token_lifetime,
                     )
-                    .await;
-                    Ok(Outcome::Local(answer))
+                    .await?;
+                    Ok(Outcome::Local(answer, None))
                 }
                 ClientLogins::Reject => Err(ProxyError::new(
                     ErrorKind::Refused("client_login_rejected", StatusCode::FORBIDDEN),
@@ -432,25 +432,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-}
-
-fn error_code_of(value: &[u8]) -> Option<&'static str> {
-    const CODES: &[&str] = &[
-        "bad_request",
-        "client_unauthorized",
-        "forbidden_host",
-        "cross_origin",
-        "forbidden_path",
-        "client_login_rejected",
-        "read_only",
-        "method_not_allowed",
-        "upgrade_unsupported",
-        "console_unreachable",
-        "console_tls",
-        "no_token",
-        "console_timeout",
-    ];
-    CODES.iter().copied().find(|code| code.as_bytes() == value)
 }
 
 /// Maps a failed exchange to the error the client gets, by what actually failed.
