@@ -8,7 +8,9 @@ use pcce_proxy::commands;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The main runtime has the accept loop, logins, signals and the admin listener; the
+    // client connections are served by worker threads of their own (`server::Workers`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

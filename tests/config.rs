@@ -80,6 +80,8 @@ fn defaults_match_the_spec() {
     assert!(!listen.read_only);
     assert_eq!(listen.socket_mode, 0o600);
     assert_eq!(listen.max_connections, 1024);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(listen.workers, cores);
     assert_eq!(listen.shutdown_delay, Duration::ZERO);
     assert_eq!(listen.drain_timeout, Duration::from_secs(10));
 
@@ -194,10 +196,12 @@ fn environment_lists_and_numbers_are_converted_by_type() {
     let vars = [
         ("PCCE_PROXY_LISTEN__ALLOWED_PATHS", "/api/v1/, /api/v34.03/"),
         ("PCCE_PROXY_LISTEN__MAX_CONNECTIONS", "16"),
+        ("PCCE_PROXY_LISTEN__WORKERS", "3"),
     ];
     let config = load_file(MINIMAL, &[], &vars).expect("loads");
     assert_eq!(config.listen.allowed_paths, ["/api/v1/", "/api/v34.03/"]);
     assert_eq!(config.listen.max_connections, 16);
+    assert_eq!(config.listen.workers, 3);
 }
 
 #[test]

@@ -118,8 +118,9 @@ async fn logins_and_forwarded_requests_go_through_the_configured_egress_proxy() 
     let console = console().await;
     let egress = ConnectProxy::start().await;
     let files = Files::new();
+    // One worker, so that its one Console connection pool carries every request.
     let text = format!(
-        "[console]\n{}egress_proxy = {}\n{}",
+        "[listen]\nworkers = 1\n[console]\n{}egress_proxy = {}\n{}",
         console_toml(&console, &files),
         toml_string(&egress.url()),
         password_toml(&files)

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::proxy::guard::GuardConfig;
 use crate::proxy::service::Proxy;
 use crate::secret::{trim_line_end, Secret};
-use crate::server::{self, Drained, Limits, Listener};
+use crate::server::{self, Drained, Limits, Listener, Workers};
 use crate::shutdown::Shutdown;
 
 /// Why the proxy could not start.
@@ -135,7 +135,7 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
         None,
     )
     .map_err(|err| StartError::Tls(err.to_string()))?;
-    let client = connect::forward_client(&config.console, forward_tls);
+    let client = connect::forward_client(&config.console, forward_tls.clone());
     let credentials =
         Credentials::from_config(config).map_err(|err| StartError::Setup(err.to_string()))?;
 
@@ -160,6 +160,16 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
     let metrics = Arc::new(Metrics::new());
     credentials.set_observer(metrics.clone());
     let proxy = proxy.with_metrics(Arc::clone(&metrics));
+    let proxies = (0..config.listen.workers)
+        .map(|_| {
+            proxy.with_client(connect::forward_client(
+                &config.console,
+                forward_tls.clone(),
+            ))
+        })
+        .collect();
+    let workers = Workers::start(proxies)
+        .map_err(|err| StartError::Setup(format!("cannot start the worker threads: {err}")))?;
     let admin_listener = bind_admin(config).await?;
     let admin_addr = admin_listener.as_ref().map(|(_, bound)| *bound);
     let shutdown = Shutdown::new();
@@ -171,7 +181,7 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        server::serve(listener, proxy, limits, shutdown).await
+        server::serve(listener, workers, limits, shutdown).await
     });
 
     let (stop_admin, admin_stopped) = watch::channel(false);

@@ -92,6 +92,8 @@ pub struct RawListen {
     pub socket_mode: Option<String>,
     /// Concurrent client connections.
     pub max_connections: Option<i64>,
+    /// Threads serving clients; absent or 0 means one per core.
+    pub workers: Option<i64>,
     /// Duration such as `"5s"`.
     pub shutdown_delay: Option<String>,
     /// Duration such as `"10s"`.
@@ -296,6 +298,7 @@ pub(crate) const SCHEMA: &[(&str, &[KeySpec])] = &[
             key("read_only", Kind::Bool),
             key("socket_mode", Kind::Octal),
             key("max_connections", Kind::Int),
+            key("workers", Kind::Int),
             key("shutdown_delay", Kind::Duration),
             key("drain_timeout", Kind::Duration),
         ],

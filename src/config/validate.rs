@@ -251,6 +251,7 @@ fn listen(raw: RawListen, problems: &mut Problems) -> ListenConfig {
         read_only: raw.read_only.unwrap_or(false),
         socket_mode: socket_mode(raw.socket_mode, problems),
         max_connections: max_connections(raw.max_connections, problems),
+        workers: workers(raw.workers, problems),
         shutdown_delay: duration(
             problems,
             "listen.shutdown_delay",
@@ -393,6 +394,25 @@ fn max_connections(value: Option<i64>, problems: &mut Problems) -> usize {
             let message = format!("{value}: expected a whole number of at least 1");
             problems.push("listen.max_connections", message);
             DEFAULT_MAX_CONNECTIONS
+        }
+    }
+}
+
+/// Most `listen.workers`: far beyond any core count, low enough to catch a typo.
+const MAX_WORKERS: usize = 256;
+
+/// `listen.workers`: absent or 0 means one per core the process may use.
+fn workers(value: Option<i64>, problems: &mut Problems) -> usize {
+    let one_per_core = || std::thread::available_parallelism().map_or(1, usize::from);
+    match value.map(usize::try_from) {
+        None | Some(Ok(0)) => one_per_core(),
+        Some(Ok(count)) if count <= MAX_WORKERS => count,
+        _ => {
+            let value = value.unwrap_or_default();
+            let message =
+                format!("{value}: expected 0 (one per core) or a whole number up to {MAX_WORKERS}");
+            problems.push("listen.workers", message);
+            one_per_core()
         }
     }
 }
@@ -1135,6 +1155,10 @@ mod tests {
         assert_eq!(config.listen.allowed_hosts, ["proxy.local:8083"]);
         assert!(one_message("[listen]\nallowed_paths = [\"api/\"]").contains("start with /"));
         assert!(one_message("[listen]\nmax_connections = 0").contains("at least 1"));
+        assert!(one_message("[listen]\nworkers = -1").contains("up to 256"));
+        assert!(one_message("[listen]\nworkers = 257").contains("up to 256"));
+        let config = check("[listen]\nworkers = 0").expect("valid");
+        assert!(config.listen.workers >= 1);
         let config = check("[listen]\nclient_token_file = \"\"").expect("valid");
         assert_eq!(config.listen.client_token_file, None);
     }

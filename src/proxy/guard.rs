@@ -443,6 +443,7 @@ mod tests {
             read_only,
             socket_mode: 0o600,
             max_connections: 1024,
+            workers: 1,
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(10),
         }

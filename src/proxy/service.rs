@@ -44,6 +44,7 @@ pub struct Proxy {
     metrics: Option<Arc<Metrics>>,
 }
 
+#[derive(Clone)]
 struct Shared {
     console: ConsoleUrl,
     authority: Authority,
@@ -113,6 +114,18 @@ impl Proxy {
             shared: Arc::new(shared),
             metrics: None,
         })
+    }
+
+    /// A handler like this one that forwards over `client`. Each server worker gets one,
+    /// so that each has a Console connection pool of its own; the credentials, metrics
+    /// and replay budget stay shared.
+    pub fn with_client(&self, client: ConsoleClient) -> Self {
+        let mut shared = Shared::clone(&self.shared);
+        shared.client = client;
+        Proxy {
+            shared: Arc::new(shared),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// Counts every request in `metrics` from now on.

@@ -44,6 +44,23 @@ const H2_MAX_STREAMS: u32 = 256;
 pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
+/// An accepted connection on its way from the accept loop to a worker: a socket that no
+/// runtime watches yet.
+pub(super) enum Accepted {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Accepted {
+    /// Registers the socket with the runtime this is called on.
+    pub(super) fn register(self) -> std::io::Result<Box<dyn Io>> {
+        Ok(match self {
+            Accepted::Tcp(stream) => Box::new(tokio::net::TcpStream::from_std(stream)?),
+            Accepted::Unix(stream) => Box::new(tokio::net::UnixStream::from_std(stream)?),
+        })
+    }
+}
+
 /// The connection settings every client connection shares.
 pub(super) fn builder(limits: &Limits) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());

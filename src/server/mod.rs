@@ -16,6 +16,7 @@
 
 mod connection;
 mod unix;
+mod workers;
 
 use std::future::Future;
 use std::io;
@@ -28,10 +29,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::{ListenAddress, ListenConfig};
-use crate::proxy::service::Proxy;
 
-use connection::Io;
+use connection::Accepted;
 pub use unix::UnixSocket;
+pub use workers::Workers;
 
 /// Pause after an accept error that a retry cannot fix at once (no file descriptors, no
 /// memory), so the loop does not spin while connections close.
@@ -106,14 +107,15 @@ impl Listener {
         }
     }
 
-    async fn accept(&self) -> io::Result<Box<dyn Io>> {
+    /// Accepts a connection, released from this runtime so that a worker can take it.
+    async fn accept(&self) -> io::Result<Accepted> {
         match self {
             Listener::Tcp(listener) => {
                 let (stream, _) = listener.accept().await?;
                 let _ = stream.set_nodelay(true);
-                Ok(Box::new(stream))
+                Ok(Accepted::Tcp(stream.into_std()?))
             }
-            Listener::Unix(socket) => Ok(Box::new(socket.accept().await?)),
+            Listener::Unix(socket) => Ok(Accepted::Unix(socket.accept().await?.into_std()?)),
         }
     }
 }
@@ -160,10 +162,11 @@ pub enum Drained {
     TimedOut,
 }
 
-/// Serves `proxy` on `listener` until `shutdown` completes, then drains.
+/// Serves `listener` on `workers` until `shutdown` completes, then drains and stops the
+/// workers. The accept loop runs in the caller's runtime.
 pub async fn serve(
     listener: Listener,
-    proxy: Proxy,
+    workers: Workers,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Drained {
@@ -194,17 +197,19 @@ pub async fn serve(
         };
         accept_errors.recovered();
 
-        let served = connection::serve(
-            stream,
-            proxy.clone(),
-            builder.clone(),
-            limits.idle_timeout,
-            closing_rx.clone(),
-        );
-        connections.spawn(async move {
-            served.await;
-            drop(permit);
-        });
+        let worker = workers.assign();
+        let builder = builder.clone();
+        let closing = closing_rx.clone();
+        let idle_timeout = limits.idle_timeout;
+        let task = async move {
+            let _counted = worker.counted;
+            let _permit = permit;
+            match stream.register() {
+                Ok(io) => connection::serve(io, worker.proxy, builder, idle_timeout, closing).await,
+                Err(err) => tracing::warn!(error = %err, "cannot take on a client connection"),
+            }
+        };
+        connections.spawn_on(task, &worker.handle);
         // Finished connections are collected here so the set stays as small as the
         // number of open connections.
         while connections.try_join_next().is_some() {}
@@ -212,7 +217,9 @@ pub async fn serve(
 
     drop(listener);
     let _ = closing.send(true);
-    drain(connections, limits.drain_timeout).await
+    let drained = drain(connections, limits.drain_timeout).await;
+    drop(workers);
+    drained
 }
 
 /// Waits for every connection to finish its requests, for at most `timeout`; the rest
@@ -302,6 +309,7 @@ mod tests {
             read_only: false,
             socket_mode: 0o600,
             max_connections: 8,
+            workers: 1,
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(1),
         }

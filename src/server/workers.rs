@@ -1,0 +1,193 @@
+//! The threads that serve client connections: one single-threaded runtime each.
+//!
+//! The accept loop hands every accepted connection to the worker with the fewest open
+//! connections, and the connection lives on that worker until it closes. Each worker has
+//! its own [`Proxy`], and so its own pool of Console connections, so a request, the
+//! Console connection that carries it, and every task they wake stay on one thread: no
+//! wake-up crosses threads and no pool lock is contended. This is how nginx's worker
+//! processes are shaped, and it measured cheaper per request than one multi-threaded
+//! runtime whose threads steal each other's tasks (see `docs/performance.md`).
+//!
+//! What the workers share is made for it: the token cache, the metrics, the connection
+//! limit and the replay budget are thread-safe, and the login driver, the admin listener
+//! and the accept loop run on the process's main runtime.
+//!
+//! Known limit: a connection stays on the worker that took it, so a few long, busy
+//! connections can load one worker more than another; new connections then go to the
+//! other one. Moving a connection between threads would cost more than it saves for the
+//! many short requests this proxy carries.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::proxy::service::Proxy;
+
+/// The running workers. Dropping this stops them; connections still open on them are
+/// cut off, so the server drains before it lets them go.
+pub struct Workers {
+    workers: Vec<Worker>,
+}
+
+/// One worker thread and what the accept loop needs to give it a connection.
+struct Worker {
+    handle: Handle,
+    proxy: Proxy,
+    open: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// A connection given to a worker; it counts as open on that worker until dropped.
+pub(super) struct Assigned {
+    /// Where the connection's task must be spawned.
+    pub(super) handle: Handle,
+    /// The worker's own handler, with the worker's Console connection pool.
+    pub(super) proxy: Proxy,
+    /// Keeps the connection counted until the task that serves it ends.
+    pub(super) counted: OpenConnection,
+}
+
+/// One open connection of a worker, uncounted on drop (also when its task is aborted).
+pub(super) struct OpenConnection {
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Workers {
+    /// Starts one worker thread for each handler in `proxies`. Give each its own Console
+    /// client ([`Proxy::with_client`]): a pool is meant to be used by one worker.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the system refuses a thread or a runtime.
+    pub fn start(proxies: Vec<Proxy>) -> io::Result<Self> {
+        let mut workers = Workers {
+            workers: Vec::with_capacity(proxies.len()),
+        };
+        for (index, proxy) in proxies.into_iter().enumerate() {
+            workers.workers.push(Worker::start(index, proxy)?);
+        }
+        Ok(workers)
+    }
+
+    /// Chooses the worker with the fewest open connections for a new one.
+    pub(super) fn assign(&self) -> Assigned {
+        let worker = self
+            .workers
+            .iter()
+            .min_by_key(|worker| worker.open.load(Ordering::Relaxed))
+            .expect("the server starts at least one worker");
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        Assigned {
+            handle: worker.handle.clone(),
+            proxy: worker.proxy.clone(),
+            counted: OpenConnection {
+                open: worker.open.clone(),
+            },
+        }
+    }
+}
+
+impl Worker {
+    fn start(index: usize, proxy: Proxy) -> io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        thread::Builder::new()
+            .name(format!("pcce-worker-{index}"))
+            .spawn(move || {
+                // Either a stop or the server's end (the sender dropped) ends the thread;
+                // dropping the runtime then closes the pooled Console connections.
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(Worker {
+            handle,
+            proxy,
+            open: Arc::new(AtomicUsize::new(0)),
+            stop: Some(stop),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(workers: &Workers) -> Vec<usize> {
+        let open = |worker: &Worker| worker.open.load(Ordering::Relaxed);
+        workers.workers.iter().map(open).collect()
+    }
+
+    /// A handler for a Console that is never reached: these tests only place tasks.
+    fn proxy() -> Proxy {
+        use crate::config::{raw::RawConfig, validate::validate};
+        use crate::console::{connect, tls};
+        use crate::proxy::guard::GuardConfig;
+
+        let text = "[console]\nurl = \"https://console.test:8083\"\n\
+                    [auth]\nusername = \"u\"\npassword = \"p\"\n";
+        let raw: RawConfig = toml::from_str(text).expect("test TOML is valid");
+        let config = validate(raw, &[]).expect("valid configuration");
+        let tls = tls::client_config(&config.console, tls::Alpn::Auto, None).expect("tls");
+        let client = connect::forward_client(&config.console, tls);
+        let credentials = crate::auth::Credentials::from_config(&config).expect("credentials");
+        let guard = GuardConfig::new(&config.listen, None, None, config.auth.client_logins);
+        Proxy::new(&config, guard, client, credentials, None).expect("proxy")
+    }
+
+    fn idle_workers(count: usize) -> Workers {
+        let proxies = (0..count).map(|_| proxy()).collect();
+        Workers::start(proxies).expect("workers start")
+    }
+
+    #[test]
+    fn new_connections_go_to_the_least_busy_worker_and_are_uncounted_when_done() {
+        let workers = idle_workers(2);
+
+        let first = workers.assign();
+        let second = workers.assign();
+        let third = workers.assign();
+        assert_eq!(counts(&workers), [2, 1]);
+
+        drop(first);
+        drop(third);
+        assert_eq!(counts(&workers), [0, 1]);
+        let fourth = workers.assign();
+        assert_eq!(counts(&workers), [1, 1]);
+        drop((second, fourth));
+        assert_eq!(counts(&workers), [0, 0]);
+    }
+
+    #[test]
+    fn a_connection_task_runs_on_its_worker_thread() {
+        let workers = idle_workers(1);
+        let assigned = workers.assign();
+        let (tx, rx) = std::sync::mpsc::channel();
+        assigned.handle.spawn(async move {
+            let _ = tx.send(thread::current().name().map(str::to_owned));
+        });
+        let name = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the worker runs the task");
+        assert_eq!(name.as_deref(), Some("pcce-worker-0"));
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
