@@ -15,6 +15,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -89,14 +90,16 @@ pub(super) async fn serve(
     idle_timeout: Duration,
     mut closing: watch::Receiver<bool>,
 ) {
-    let usage = Arc::new(watch::Sender::new(Usage::idle()));
-    let mut usage_rx = usage.subscribe();
-    let service = service_fn(move |request| {
-        let proxy = proxy.clone();
-        let in_flight = InFlight::begin(&usage);
-        async move {
-            let response = proxy.handle(request).await;
-            Ok::<_, Infallible>(response.map(|body| TrackedBody { body, in_flight }))
+    let usage = Arc::new(Usage::new());
+    let service = service_fn({
+        let usage = usage.clone();
+        move |request| {
+            let proxy = proxy.clone();
+            let in_flight = InFlight::begin(&usage);
+            async move {
+                let response = proxy.handle(request).await;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody { body, in_flight }))
+            }
         }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
@@ -115,7 +118,7 @@ pub(super) async fn serve(
                 connection.as_mut().graceful_shutdown();
                 finishing = true;
             }
-            () = idle_for(&mut usage_rx, idle_timeout), if !finishing => {
+            () = idle_for(&usage, idle_timeout), if !finishing => {
                 tracing::debug!(
                     idle_timeout_s = idle_timeout.as_secs_f64(),
                     "closing an idle client connection"
@@ -128,48 +131,65 @@ pub(super) async fn serve(
 }
 
 /// Requests in flight on one connection, and since when it has had none.
-#[derive(Debug, Clone, Copy)]
+///
+/// Requests only update counters here; nothing is woken. The idle timer looks at them
+/// when it fires, so a busy connection costs one timer wake-up per idle timeout rather
+/// than two wake-ups per request.
+#[derive(Debug)]
 struct Usage {
-    in_flight: usize,
-    idle_since: Instant,
+    in_flight: AtomicUsize,
+    /// When the last request ended, in nanoseconds since `origin`.
+    idle_since: AtomicU64,
+    origin: Instant,
 }
 
 impl Usage {
-    fn idle() -> Self {
+    fn new() -> Self {
         Usage {
-            in_flight: 0,
-            idle_since: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            origin: Instant::now(),
+        }
+    }
+
+    /// Since when the connection has had no request in flight; `None` while it has one.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let nanos = self.idle_since.load(Ordering::SeqCst);
+        Some(self.origin + Duration::from_nanos(nanos))
+    }
+
+    fn end_request(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let nanos = self.origin.elapsed().as_nanos();
+            let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+            self.idle_since.store(nanos, Ordering::SeqCst);
         }
     }
 }
 
 /// Completes once the connection has had no request in flight for `limit`.
-async fn idle_for(usage: &mut watch::Receiver<Usage>, limit: Duration) {
+async fn idle_for(usage: &Usage, limit: Duration) {
     loop {
-        let now = *usage.borrow_and_update();
-        if now.in_flight == 0 {
-            tokio::select! {
-                () = tokio::time::sleep_until(now.idle_since + limit) => return,
-                _ = usage.changed() => {}
-            }
-        } else {
-            // The sender outlives this wait: the connection task holds it through the
-            // service. Should it go, the connection is ending anyway.
-            if usage.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+        match usage.idle_since() {
+            Some(since) if since + limit <= Instant::now() => return,
+            Some(since) => tokio::time::sleep_until(since + limit).await,
+            // Busy now; look again once a whole idle period could have passed.
+            None => tokio::time::sleep(limit).await,
         }
     }
 }
 
 /// One request in flight; dropping it ends the request's share of the connection's use.
 struct InFlight {
-    usage: Arc<watch::Sender<Usage>>,
+    usage: Arc<Usage>,
 }
 
 impl InFlight {
-    fn begin(usage: &Arc<watch::Sender<Usage>>) -> Self {
-        usage.send_modify(|usage| usage.in_flight += 1);
+    fn begin(usage: &Arc<Usage>) -> Self {
+        usage.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight {
             usage: usage.clone(),
         }
@@ -178,12 +198,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.usage.send_modify(|usage| {
-            usage.in_flight -= 1;
-            if usage.in_flight == 0 {
-                usage.idle_since = Instant::now();
-            }
-        });
+        self.usage.end_request();
     }
 }
 
@@ -214,5 +229,60 @@ impl Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    /// Runs `idle_for` to its end and says how long that took.
+    async fn time_to_idle(usage: &Usage) -> Duration {
+        let started = Instant::now();
+        idle_for(usage, LIMIT).await;
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_no_request_is_idle_after_the_limit() {
+        let usage = Usage::new();
+        assert_eq!(time_to_idle(&usage).await, LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_request_holds_the_connection_and_the_limit_restarts_when_it_ends() {
+        let usage = Arc::new(Usage::new());
+        let request = InFlight::begin(&usage);
+        let watcher = tokio::spawn({
+            let usage = usage.clone();
+            async move { time_to_idle(&usage).await }
+        });
+
+        // The request runs for two and a half idle periods, then ends.
+        tokio::time::sleep(LIMIT * 5 / 2).await;
+        assert!(
+            !watcher.is_finished(),
+            "closed while a request was in flight"
+        );
+        drop(request);
+
+        let idle_after = watcher.await.expect("watcher");
+        assert_eq!(idle_after, LIMIT * 5 / 2 + LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overlapping_requests_keep_the_connection_busy_until_the_last_ends() {
+        let usage = Arc::new(Usage::new());
+        let first = InFlight::begin(&usage);
+        let second = InFlight::begin(&usage);
+        drop(first);
+        assert_eq!(usage.idle_since(), None);
+
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(second);
+        assert_eq!(usage.idle_since(), Some(Instant::now()));
+        assert_eq!(time_to_idle(&usage).await, LIMIT);
     }
 }
