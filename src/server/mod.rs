@@ -38,6 +38,9 @@ pub use workers::Workers;
 /// memory), so the loop does not spin while connections close.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
+/// Longest wait, after the drain timeout, for the cut-off connections' tasks to end.
+const ABORT_WAIT: Duration = Duration::from_secs(1);
+
 /// Limits that protect the proxy from misbehaving clients.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -229,7 +232,11 @@ async fn drain(mut connections: JoinSet<()>, timeout: Duration) -> Drained {
     match tokio::time::timeout(timeout, all_done).await {
         Ok(()) => Drained::Complete,
         Err(_) => {
+            // The aborted tasks end on their workers' threads; waiting for them means
+            // their access-log lines are written (and counted) before the process exits.
             connections.abort_all();
+            let aborted = async { while connections.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(ABORT_WAIT, aborted).await;
             Drained::TimedOut
         }
     }

@@ -190,4 +190,27 @@ mod tests {
             .expect("the worker runs the task");
         assert_eq!(name.as_deref(), Some("pcce-worker-0"));
     }
+
+    #[test]
+    fn a_panicking_connection_task_leaves_its_worker_serving() {
+        let workers = idle_workers(1);
+        let panicked = workers.assign();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let outcome = runtime.block_on(panicked.handle.spawn(async { panic!("on purpose") }));
+        assert!(outcome.expect_err("the task panicked").is_panic());
+        drop(panicked);
+
+        let next = workers.assign();
+        let (tx, rx) = std::sync::mpsc::channel();
+        next.handle.spawn(async move {
+            let _ = tx.send(());
+        });
+        let served = rx.recv_timeout(std::time::Duration::from_secs(30));
+        assert!(
+            served.is_ok(),
+            "the worker stopped running tasks after a panic"
+        );
+    }
 }
