@@ -38,7 +38,8 @@ pub use workers::Workers;
 /// memory), so the loop does not spin while connections close.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
-/// Longest wait, after the drain timeout, for the cut-off connections' tasks to end.
+/// Longest wait, after the drain timeout, for the cut-off connections' tasks to end, and
+/// then for the worker threads to finish.
 const ABORT_WAIT: Duration = Duration::from_secs(1);
 
 /// Limits that protect the proxy from misbehaving clients.
@@ -221,7 +222,7 @@ pub async fn serve(
     drop(listener);
     let _ = closing.send(true);
     let drained = drain(connections, limits.drain_timeout).await;
-    drop(workers);
+    workers.stop(ABORT_WAIT).await;
     drained
 }
 

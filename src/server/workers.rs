@@ -12,6 +12,9 @@
 //! limit and the replay budget are thread-safe, and the login driver, the admin listener
 //! and the accept loop run on the process's main runtime.
 //!
+//! A worker's thread lives until the server stops it: a task that panics is caught by
+//! its runtime and ends alone.
+//!
 //! Known limit: a connection stays on the worker that took it, so a few long, busy
 //! connections can load one worker more than another; new connections then go to the
 //! other one. Moving a connection between threads would cost more than it saves for the
@@ -21,14 +24,15 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::proxy::service::Proxy;
 
-/// The running workers. Dropping this stops them; connections still open on them are
-/// cut off, so the server drains before it lets them go.
+/// The running workers. [`Workers::stop`] ends them after the drain; dropping this
+/// stops them too, without waiting.
 pub struct Workers {
     workers: Vec<Worker>,
 }
@@ -39,6 +43,8 @@ struct Worker {
     proxy: Proxy,
     open: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
+    /// Completes (with an error) when the thread has dropped its runtime.
+    gone: oneshot::Receiver<()>,
 }
 
 /// A connection given to a worker; it counts as open on that worker until dropped.
@@ -79,6 +85,24 @@ impl Workers {
         Ok(workers)
     }
 
+    /// Stops every worker and waits, for at most `limit`, until their threads have
+    /// dropped what was left on them, so that nothing they log is lost at exit.
+    pub(super) async fn stop(mut self, limit: Duration) {
+        for worker in &mut self.workers {
+            if let Some(stop) = worker.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        let all_gone = async {
+            for worker in &mut self.workers {
+                let _ = (&mut worker.gone).await;
+            }
+        };
+        if tokio::time::timeout(limit, all_gone).await.is_err() {
+            tracing::debug!("worker threads still finishing at exit");
+        }
+    }
+
     /// Chooses the worker with the fewest open connections for a new one.
     pub(super) fn assign(&self) -> Assigned {
         let worker = self
@@ -104,18 +128,24 @@ impl Worker {
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (going, gone) = oneshot::channel::<()>();
         thread::Builder::new()
             .name(format!("pcce-worker-{index}"))
             .spawn(move || {
-                // Either a stop or the server's end (the sender dropped) ends the thread;
-                // dropping the runtime then closes the pooled Console connections.
+                // Either a stop or the server's end (the sender dropped) ends the thread.
+                // Dropping the runtime drops the tasks still on it (an HTTP/2 stream cut
+                // off by the drain writes its access-log line then) and closes the pooled
+                // Console connections.
                 let _ = runtime.block_on(stopped);
+                drop(runtime);
+                drop(going);
             })?;
         Ok(Worker {
             handle,
             proxy,
             open: Arc::new(AtomicUsize::new(0)),
             stop: Some(stop),
+            gone,
         })
     }
 }
@@ -212,5 +242,29 @@ mod tests {
             served.is_ok(),
             "the worker stopped running tasks after a panic"
         );
+    }
+
+    #[tokio::test]
+    async fn stopping_waits_until_what_was_left_on_the_workers_is_dropped() {
+        struct SaysWhenDropped(std::sync::mpsc::Sender<()>);
+        impl Drop for SaysWhenDropped {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+
+        let workers = idle_workers(2);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let left = SaysWhenDropped(tx.clone());
+            workers.assign().handle.spawn(async move {
+                let _left = left;
+                std::future::pending::<()>().await;
+            });
+        }
+        drop(tx);
+
+        workers.stop(Duration::from_secs(30)).await;
+        assert_eq!(rx.try_iter().count(), 2, "tasks still alive after stop");
     }
 }

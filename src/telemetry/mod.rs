@@ -12,6 +12,8 @@
 //! `trace`. Records of the `log` crate (rustls, reqwest) arrive as events under their
 //! module path and are capped alike.
 
+mod format;
+
 use std::io::IsTerminal;
 
 use tracing::{Level, Metadata};
@@ -19,6 +21,8 @@ use tracing_subscriber::filter::{filter_fn, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
+
+use format::{LineFormat, Shape};
 
 use crate::config::LogFormat;
 use crate::log_writer::{self, BufferedStderr};
@@ -34,18 +38,14 @@ pub fn init(format: LogFormat, level: &str) {
     let filter = filter.and(filter_fn(within_cap));
     // Colours only for a person at a terminal; a file or a log pipeline gets plain text.
     let ansi = std::io::stderr().is_terminal();
+    let shape = match format {
+        LogFormat::Text => Shape::Text,
+        LogFormat::Json => Shape::Json,
+    };
     let layer = fmt::layer()
         .with_writer(BufferedStderr)
-        .with_ansi(ansi)
-        .with_target(false);
-    let layer = match format {
-        LogFormat::Text => layer.boxed(),
-        LogFormat::Json => layer
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .boxed(),
-    };
+        .with_ansi(ansi && shape == Shape::Text)
+        .event_format(LineFormat::new(shape));
     let installed = tracing_subscriber::registry()
         .with(layer.with_filter(filter))
         .try_init();
