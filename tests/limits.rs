@@ -85,15 +85,16 @@ async fn too_many_header_fields_are_refused_with_431() {
     let host = proxy.addr.to_string();
     let before = console.stats().requests_total;
 
-    let many: String = (0..150).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    // With Host and Connection, 99 more fields make 101: one over the limit of 100.
+    let many: String = (0..99).map(|i| format!("X-Field-{i}: v\r\n")).collect();
     let request = raw::request("GET", "/api/v1/version", &host, &many);
     let answer = raw::exchange(proxy.addr, &request, QUIET).await;
     assert_eq!(answer.status(), Some(431), "{}", answer.text());
     assert!(answer.closed);
     assert_eq!(console.stats().requests_total, before);
 
-    // A request with many, but not too many, fields is served.
-    let some: String = (0..80).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    // Exactly 100 fields are served.
+    let some: String = (0..98).map(|i| format!("X-Field-{i}: v\r\n")).collect();
     let request = raw::request("GET", "/api/v1/version", &host, &some);
     let answer = raw::exchange(proxy.addr, &request, QUIET).await;
     assert_eq!(answer.status(), Some(200), "{}", answer.text());

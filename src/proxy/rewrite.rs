@@ -137,7 +137,7 @@ fn is_project_piece(piece: &str) -> bool {
 
 /// Hop-by-hop headers (RFC 9110, section 7.6.1), plus `Trailer` and `HTTP2-Settings`,
 /// which also describe one connection only.
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
@@ -150,7 +150,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Request headers the Console must never see from the client: `Host` names the proxy,
 /// and the credentials are replaced by the proxy's own.
-const CLIENT_ONLY: [HeaderName; 4] = [
+static CLIENT_ONLY: [HeaderName; 4] = [
     header::HOST,
     header::AUTHORIZATION,
     header::PROXY_AUTHORIZATION,
