@@ -12,11 +12,13 @@
 //! - [`token`]: the cached credential, its expiry rules and the single login driver.
 //! - [`auth`]: the credential requests carry, whichever method: a token or Basic.
 //! - [`proxy`]: the request path: guards, rewrite, forward, retry on 401, errors.
-//! - [`server`]: listeners, connection limits and graceful shutdown.
+//! - [`server`]: listeners, the worker threads that serve connections, connection limits
+//!   and graceful shutdown.
 //! - [`admin`]: the admin listener: health, readiness, metrics, status, quit.
 //! - [`metrics`]: the Prometheus metrics and the request path's hooks into them.
 //! - [`shutdown`]: the switch that signals and `/quitquitquit` share.
-//! - [`telemetry`]: logging set-up; [`log_writer`]: its buffered, ordered stderr output.
+//! - [`telemetry`]: logging set-up and line formats; [`log_writer`]: its buffered,
+//!   ordered stderr output.
 //! - [`commands`]: the `run`, `demo`, `check`, `token` and `health` commands.
 //! - [`sim`]: a simulated Console, used by `demo` and the tests; it depends on nothing else
 //!   in the crate, so it cannot bend to fit the proxy.

@@ -4,8 +4,8 @@
 //! `listen.allow_remote` and is announced loudly at start; a unix socket is created with
 //! its final permissions (see `unix.rs`). [`serve`] runs the accept loop: a semaphore caps
 //! concurrent connections (further clients wait in the kernel's backlog), each connection
-//! is one task with header size, header time and idle limits (see `connection.rs`), and an
-//! accept error such as running out of file descriptors pauses the loop instead of ending
+//! is one task, on one of the worker threads (see `workers.rs`), with header size, header
+//! time and idle limits (see `connection.rs`), and an accept error such as running out of file descriptors pauses the loop instead of ending
 //! it. When the shutdown future completes, the loop stops accepting, every connection
 //! finishes the requests it has, and connections still busy after the drain timeout are
 //! cut off; [`serve`] says which happened.
