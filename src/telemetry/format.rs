@@ -13,8 +13,9 @@
 //! ```
 //!
 //! In text, string values are quoted and escaped as Rust's `Debug` does, values logged
-//! with `%` are written as they display, and the level is coloured at a terminal. Spans
-//! are not shown: the proxy opens none.
+//! with `%` are written as they display, the message is written as it is but for the
+//! characters a terminal acts on, and the level is coloured at a terminal. Spans are not
+//! shown: the proxy opens none.
 
 use std::fmt::{self, Write as _};
 use std::sync::Mutex;
@@ -158,10 +159,13 @@ fn write_i64(writer: &mut Writer<'_>, value: i64) -> fmt::Result {
     writer.write_str(buffer.format(value))
 }
 
-/// Text fields: the message first as it is, then ` name=value` for each other field.
+/// Text fields: the message first, its terminal controls escaped, then ` name=value` for
+/// each other field.
 struct TextFields<'a, 'w> {
     writer: &'a mut Writer<'w>,
     result: fmt::Result,
+    /// Whether a field has been written, so that the next one needs a space before it.
+    started: bool,
 }
 
 impl<'a, 'w> TextFields<'a, 'w> {
@@ -169,13 +173,17 @@ impl<'a, 'w> TextFields<'a, 'w> {
         TextFields {
             writer,
             result: Ok(()),
+            started: false,
         }
     }
 
-    /// Writes the separator and the name of a field that is not the message.
+    /// Writes the separator, and the name of a field that is not the message.
     fn name(&mut self, field: &Field) -> fmt::Result {
-        if field.name() != "message" {
+        if self.started {
             self.writer.write_char(' ')?;
+        }
+        self.started = true;
+        if field.name() != "message" {
             self.writer.write_str(field.name())?;
             self.writer.write_char('=')?;
         }
@@ -194,7 +202,7 @@ impl Visit for TextFields<'_, '_> {
         let message = field.name() == "message";
         self.record_with(field, |writer| {
             if message {
-                writer.write_str(value)
+                ControlsEscaped(writer).write_str(value)
             } else if needs_debug_escape(value) {
                 write!(writer, "{value:?}")
             } else {
@@ -220,7 +228,39 @@ impl Visit for TextFields<'_, '_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record_with(field, |writer| write!(writer, "{value:?}"));
+        if field.name() == "message" {
+            self.record_with(field, |writer| write!(ControlsEscaped(writer), "{value:?}"));
+        } else {
+            self.record_with(field, |writer| write!(writer, "{value:?}"));
+        }
+    }
+}
+
+/// Writes a text message with the characters a terminal acts on (ESC, BEL, BS, FF, DEL
+/// and the C1 controls) escaped, as `tracing-subscriber` does since 0.3.20: a message
+/// built from a dependency's data cannot recolour or rewrite the operator's terminal.
+struct ControlsEscaped<'a, 'w>(&'a mut Writer<'w>);
+
+impl fmt::Write for ControlsEscaped<'_, '_> {
+    fn write_str(&mut self, value: &str) -> fmt::Result {
+        let writer = &mut *self.0;
+        let mut plain_from = 0;
+        for (index, character) in value.char_indices() {
+            if !matches!(
+                character,
+                '\x07' | '\x08' | '\x0c' | '\x1b' | '\x7f' | '\u{80}'..='\u{9f}'
+            ) {
+                continue;
+            }
+            writer.write_str(&value[plain_from..index])?;
+            if character.is_ascii() {
+                write!(writer, "\\x{:02x}", u32::from(character))?;
+            } else {
+                write!(writer, "\\u{{{:x}}}", u32::from(character))?;
+            }
+            plain_from = index + character.len_utf8();
+        }
+        writer.write_str(&value[plain_from..])
     }
 }
 
@@ -449,6 +489,20 @@ mod tests {
     }
 
     #[test]
+    fn a_text_message_cannot_send_controls_to_the_terminal() {
+        let text = lines(Shape::Text, || {
+            tracing::warn!("peer said {}", "\u{1b}]0;owned\u{7}\u{9b}31m");
+            tracing::warn!(message = "\u{1b}[2J");
+        });
+        assert!(!text.contains(['\u{1b}', '\u{7}', '\u{9b}']), "{text:?}");
+        assert!(
+            text.contains(" WARN peer said \\x1b]0;owned\\x07\\u{9b}31m\n"),
+            "{text:?}"
+        );
+        assert!(text.ends_with(" WARN \\x1b[2J\n"), "{text:?}");
+    }
+
+    #[test]
     fn the_location_fields_of_log_records_are_left_out() {
         let text = lines(Shape::Text, || {
             tracing::info!(
@@ -458,5 +512,135 @@ mod tests {
             );
         });
         assert!(text.ends_with(" INFO from a library\n"), "{text}");
+    }
+
+    /// The same events through `tracing-subscriber`'s own formats, as configured before
+    /// this formatter replaced them (no target, JSON flattened without the span).
+    fn reference_lines(shape: Shape, emit: impl FnOnce()) -> String {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let buffer = buffer.clone();
+            move || Captured(buffer.clone())
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_target(false)
+            .with_max_level(Level::TRACE);
+        match shape {
+            Shape::Text => tracing::subscriber::with_default(builder.finish(), emit),
+            Shape::Json => {
+                let subscriber = builder
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .finish();
+                tracing::subscriber::with_default(subscriber, emit);
+            }
+        }
+        let bytes = buffer.lock().expect("buffer").clone();
+        String::from_utf8(bytes).expect("UTF-8 lines")
+    }
+
+    /// A line without its timestamp, which differs between two runs.
+    fn untimed(line: &str) -> &str {
+        line.split_once(' ').map_or(line, |(_, rest)| rest)
+    }
+
+    /// A JSON line as an object without its timestamp.
+    fn json_untimed(line: &str) -> serde_json::Map<String, serde_json::Value> {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line:?}"));
+        let mut object = value.as_object().expect("an object").clone();
+        object.remove("timestamp");
+        object
+    }
+
+    /// Every kind of field value, in one event per shape of call.
+    fn every_kind(text: &str, signed: i64, unsigned: u64, float: f64, flag: bool) {
+        let maybe = flag.then_some(unsigned);
+        tracing::info!(
+            plain = text,
+            shown = %text,
+            debugged = ?text,
+            signed = signed,
+            unsigned = unsigned,
+            float = float,
+            flag = flag,
+            maybe = maybe,
+            "formatted {} and {:?}",
+            text,
+            text
+        );
+        tracing::warn!(message = text, count = unsigned);
+        tracing::error!(float = float, "{}", text);
+        tracing::debug!(log.target = text, log.line = unsigned, "from log: {}", text);
+    }
+
+    fn any_float() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-0.0),
+            Just(1e-7),
+            Just(1e300),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn every_json_line_parses_and_matches_the_reference_format(
+            text in "(\\PC|[\\x00-\\x1f\\x7f-\\u{9f}\\u{2028}\\u{200b}\"\\\\'])*",
+            signed: i64,
+            unsigned: u64,
+            float in any_float(),
+            flag: bool,
+        ) {
+            let emit = || every_kind(&text, signed, unsigned, float, flag);
+            let ours = lines(Shape::Json, emit);
+            let theirs = reference_lines(Shape::Json, emit);
+            let ours: Vec<&str> = ours.lines().collect();
+            let theirs: Vec<&str> = theirs.lines().collect();
+            proptest::prop_assert_eq!(ours.len(), 4);
+            proptest::prop_assert_eq!(theirs.len(), 4);
+            for (ours, theirs) in ours.iter().zip(&theirs) {
+                let mut theirs = json_untimed(theirs);
+                // The reference kept the `log.*` fields in JSON; this format leaves them out.
+                theirs.retain(|key, _| !key.starts_with("log."));
+                proptest::prop_assert_eq!(json_untimed(ours), theirs);
+            }
+        }
+
+        #[test]
+        fn every_text_line_is_written_as_the_reference_format_writes_it(
+            text in "(\\PC|[\\x00-\\x1f\\x7f-\\u{9f}\\u{2028}\\u{200b}\"\\\\'])*",
+            signed: i64,
+            unsigned: u64,
+            float in any_float(),
+            flag: bool,
+        ) {
+            let emit = || every_kind(&text, signed, unsigned, float, flag);
+            let ours = lines(Shape::Text, emit);
+            let theirs = reference_lines(Shape::Text, emit);
+            let ours: Vec<&str> = ours.split_inclusive('\n').collect();
+            let theirs: Vec<&str> = theirs.split_inclusive('\n').collect();
+            proptest::prop_assert_eq!(ours.len(), theirs.len());
+            for (ours, theirs) in ours.iter().zip(&theirs) {
+                proptest::prop_assert_eq!(untimed(ours), untimed(theirs));
+            }
+        }
+    }
+
+    #[test]
+    fn an_event_without_a_message_is_written_as_the_reference_format_writes_it() {
+        let emit = || tracing::info!(count = 3_u64, name = "x");
+        let ours = lines(Shape::Text, emit);
+        let theirs = reference_lines(Shape::Text, emit);
+        assert_eq!(untimed(&ours), untimed(&theirs));
     }
 }
