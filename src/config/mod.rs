@@ -63,8 +63,9 @@ pub struct ListenConfig {
     /// Concurrent client connections. Default 1024.
     pub max_connections: usize,
     /// Threads that serve client connections, each with its own pool of Console
-    /// connections. Default (or 0 in the file): one per core the process may use (its CPU affinity and a
-    /// cgroup's CPU quota are counted), so a container limited to one CPU gets one.
+    /// connections. Default (or 0 in the file): one per core the process may use (its
+    /// CPU affinity and a cgroup's CPU quota are counted), so a container limited to one
+    /// CPU gets one.
     pub workers: usize,
     /// After SIGTERM, keep serving this long before draining. Default 0 s.
     pub shutdown_delay: Duration,

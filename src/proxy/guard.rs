@@ -182,8 +182,8 @@ impl Refusal {
                  script or tool instead"
             }
             Refusal::MethodNotAllowed => {
-                "the CONNECT and TRACE methods are refused: this proxy only forwards requests to its \
-                 Console (no tunnels), and a TRACE echo would reveal its credential"
+                "the CONNECT and TRACE methods are refused: this proxy only forwards requests to \
+                 its Console (no tunnels), and a TRACE echo would reveal its credential"
             }
             Refusal::ClientUnauthorized => {
                 "the client token is missing or wrong; send \"Authorization: Bearer \

@@ -5,10 +5,13 @@
 //! its final permissions (see `unix.rs`). [`serve`] runs the accept loop: a semaphore caps
 //! concurrent connections (further clients wait in the kernel's backlog), each connection
 //! is one task, on one of the worker threads (see `workers.rs`), with header size, header
-//! time and idle limits (see `connection.rs`), and an accept error such as running out of file descriptors pauses the loop instead of ending
-//! it. When the shutdown future completes, the loop stops accepting, every connection
-//! finishes the requests it has, and connections still busy after the drain timeout are
-//! cut off; [`serve`] says which happened.
+//! time and idle limits (see `connection.rs`), and an accept error such as running out of
+//! file descriptors pauses the loop instead of ending it. When the shutdown future
+//! completes, the loop stops accepting, every connection finishes the requests it has,
+//! and connections still busy after the drain timeout are cut off; [`serve`] says which
+//! happened. Cutting off takes up to one more second ([`ABORT_WAIT`]), so that the tasks
+//! cut off, and the worker threads, have dropped what they held, and logged it, before
+//! the process exits.
 //!
 //! Known limit: a client that stops reading a response it asked for keeps its connection
 //! (and one of `listen.max_connections`) until it reads again or disconnects; there is no
@@ -27,6 +30,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::config::{ListenAddress, ListenConfig};
 
@@ -221,23 +225,27 @@ pub async fn serve(
 
     drop(listener);
     let _ = closing.send(true);
-    let drained = drain(connections, limits.drain_timeout).await;
-    workers.stop(ABORT_WAIT).await;
+    let deadline = Instant::now() + limits.drain_timeout;
+    let drained = drain(connections, deadline).await;
+    // After a drain cut short, one grace period covers both the tasks cut off and the
+    // workers' ends.
+    let grace_ends = Instant::now().min(deadline) + ABORT_WAIT;
+    workers.stop(grace_ends).await;
     drained
 }
 
-/// Waits for every connection to finish its requests, for at most `timeout`; the rest
-/// are cut off.
-async fn drain(mut connections: JoinSet<()>, timeout: Duration) -> Drained {
+/// Waits for every connection to finish its requests until `deadline`; the rest are cut
+/// off, and their tasks waited for until [`ABORT_WAIT`] after it.
+async fn drain(mut connections: JoinSet<()>, deadline: Instant) -> Drained {
     let all_done = async { while connections.join_next().await.is_some() {} };
-    match tokio::time::timeout(timeout, all_done).await {
+    match tokio::time::timeout_at(deadline, all_done).await {
         Ok(()) => Drained::Complete,
         Err(_) => {
             // The aborted tasks end on their workers' threads; waiting for them means
             // their access-log lines are written (and counted) before the process exits.
             connections.abort_all();
             let aborted = async { while connections.join_next().await.is_some() {} };
-            let _ = tokio::time::timeout(ABORT_WAIT, aborted).await;
+            let _ = tokio::time::timeout_at(deadline + ABORT_WAIT, aborted).await;
             Drained::TimedOut
         }
     }

@@ -24,10 +24,10 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::proxy::service::Proxy;
 
@@ -85,9 +85,9 @@ impl Workers {
         Ok(workers)
     }
 
-    /// Stops every worker and waits, for at most `limit`, until their threads have
-    /// dropped what was left on them, so that nothing they log is lost at exit.
-    pub(super) async fn stop(mut self, limit: Duration) {
+    /// Stops every worker and waits, until `deadline` at the latest, for their threads to
+    /// drop what was left on them, so that nothing they log is lost at exit.
+    pub(super) async fn stop(mut self, deadline: Instant) {
         for worker in &mut self.workers {
             if let Some(stop) = worker.stop.take() {
                 let _ = stop.send(());
@@ -98,7 +98,7 @@ impl Workers {
                 let _ = (&mut worker.gone).await;
             }
         };
-        if tokio::time::timeout(limit, all_gone).await.is_err() {
+        if tokio::time::timeout_at(deadline, all_gone).await.is_err() {
             tracing::debug!("worker threads still finishing at exit");
         }
     }
@@ -123,15 +123,25 @@ impl Workers {
 
 impl Worker {
     fn start(index: usize, proxy: Proxy) -> io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let (going, gone) = oneshot::channel::<()>();
+        let (started, handle) = std::sync::mpsc::sync_channel(1);
+        // The runtime is built, run and dropped on its own thread: a runtime may not be
+        // dropped within another one, as it would be here if the thread failed to start.
         thread::Builder::new()
             .name(format!("pcce-worker-{index}"))
             .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = started.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(runtime.handle().clone()));
                 // Either a stop or the server's end (the sender dropped) ends the thread.
                 // Dropping the runtime drops the tasks still on it (an HTTP/2 stream cut
                 // off by the drain writes its access-log line then) and closes the pooled
@@ -140,6 +150,9 @@ impl Worker {
                 drop(runtime);
                 drop(going);
             })?;
+        let handle = handle
+            .recv()
+            .map_err(|_| io::Error::other("a worker thread ended before its runtime started"))??;
         Ok(Worker {
             handle,
             proxy,
@@ -160,6 +173,8 @@ impl Drop for Worker {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn counts(workers: &Workers) -> Vec<usize> {
@@ -264,7 +279,7 @@ mod tests {
         }
         drop(tx);
 
-        workers.stop(Duration::from_secs(30)).await;
+        workers.stop(Instant::now() + Duration::from_secs(30)).await;
         assert_eq!(rx.try_iter().count(), 2, "tasks still alive after stop");
     }
 }
