@@ -205,6 +205,29 @@ fn environment_lists_and_numbers_are_converted_by_type() {
 }
 
 #[test]
+fn empty_numbers_and_switches_mean_not_set_in_the_file_and_the_environment() {
+    let text =
+        format!("{MINIMAL}\n[listen]\nmax_connections = \"\"\nread_only = \"\"\nworkers = 3\n");
+    let config = load_file(&text, &[], &[]).expect("empty strings are not set");
+    assert_eq!(config.listen.max_connections, 1024);
+    assert!(!config.listen.read_only);
+    assert_eq!(config.listen.workers, 3);
+
+    // An empty variable takes back the file's value: the default applies.
+    let vars = [
+        ("PCCE_PROXY_LISTEN__WORKERS", ""),
+        ("PCCE_PROXY_LISTEN__MAX_CONNECTIONS", " "),
+        ("PCCE_PROXY_LISTEN__READ_ONLY", ""),
+    ];
+    let text = format!("{MINIMAL}\n[listen]\nmax_connections = 8\nread_only = true\nworkers = 3\n");
+    let config = load_file(&text, &[], &vars).expect("empty variables are not set");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(config.listen.workers, cores);
+    assert_eq!(config.listen.max_connections, 1024);
+    assert!(!config.listen.read_only);
+}
+
+#[test]
 fn unknown_key_in_the_file_is_named() {
     let text = format!("{MINIMAL}\n[listen]\nadress = \"127.0.0.1:1\"\n");
     let message = error_text(load_file(&text, &[], &[]));

@@ -248,6 +248,14 @@ impl Layers {
         }
     }
 
+    /// Takes back whatever an earlier layer set for a key, so that its default applies.
+    fn unset(&mut self, section: &str, name: &str) {
+        self.origins.remove(&format!("{section}.{name}"));
+        if let Some(Value::Table(keys)) = self.table.get_mut(section) {
+            keys.remove(name);
+        }
+    }
+
     fn problem(&mut self, key: impl Into<String>, origin: Option<&str>, message: String) {
         self.problems.push(Problem {
             key: key.into(),
@@ -281,6 +289,9 @@ impl Layers {
             self.problem(dotted, None, unknown_key(section, keys, name));
             return;
         };
+        if means_unset(spec, &value) {
+            return;
+        }
         match check_file_value(spec, value) {
             Ok(value) => self.set(section, name, value, None),
             Err(message) => self.problem(dotted, None, message),
@@ -318,6 +329,10 @@ impl Layers {
             if let Some(other) = seen.insert(dotted.clone(), name) {
                 let message = format!("sets {dotted} as {other} does: keep one of them");
                 self.problem(name, None, message);
+                continue;
+            }
+            if means_unset(spec, &Value::String(value.clone())) {
+                self.unset(&section, spec.name);
                 continue;
             }
             match convert_env_value(spec, value) {
@@ -533,6 +548,14 @@ fn found(spec: &KeySpec, value: &Value) -> String {
 }
 
 /// Converts an environment value by the key's type alone.
+/// Whether `value` is an empty string given to a number or true/false key. An empty
+/// string means "not set" for every key; string keys carry it to validation, which reads
+/// it so, while these keys cannot hold a string at all.
+fn means_unset(spec: &KeySpec, value: &Value) -> bool {
+    let empty = matches!(value, Value::String(text) if text.trim().is_empty());
+    empty && matches!(spec.kind, Kind::Int | Kind::Bool)
+}
+
 fn convert_env_value(spec: &KeySpec, text: &str) -> Result<Value, String> {
     let quoted = || {
         if spec.secret {
