@@ -296,17 +296,22 @@ async fn downloads_cut_off_by_the_drain_timeout_are_still_logged_before_exit() {
     let addr = proxy.addr;
     assert_eq!(get(addr, "/api/v1/version").await.status, 200);
 
+    // Two downloads under way, and one request still waiting for its answer's head.
     let mut clients = Vec::new();
-    for _ in 0..2 {
+    for target in [
+        "/api/v1/slowbody?chunks=60&ms=500",
+        "/api/v1/slowbody?chunks=60&ms=500",
+        "/api/v1/slow?ms=30000",
+    ] {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let head =
-            format!("GET /api/v1/slowbody?chunks=60&ms=500 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
         tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
             .await
             .expect("write");
         clients.push(stream);
     }
     assert!(arrived(&console, "/api/v1/slowbody", 2).await);
+    assert!(arrived(&console, "/api/v1/slow?", 1).await);
     proxy.signal("TERM");
     assert_eq!(proxy.wait_exit(WAIT).await, Some(0), "{}", proxy.log());
 
@@ -317,4 +322,11 @@ async fn downloads_cut_off_by_the_drain_timeout_are_still_logged_before_exit() {
         .filter(|line| line.contains("/api/v1/slowbody") && line.contains("complete=false"))
         .count();
     assert_eq!(cut_off, 2, "{log}");
+    let unanswered: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("http.path=/api/v1/slow "))
+        .collect();
+    assert_eq!(unanswered.len(), 1, "{log}");
+    assert!(unanswered[0].contains("complete=false"), "{log}");
+    assert!(!unanswered[0].contains("http.status"), "{log}");
 }

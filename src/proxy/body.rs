@@ -181,8 +181,9 @@ pub struct AccessLog {
     pub method: Method,
     /// The client's path, without the query (which may carry identifiers).
     pub path: String,
-    /// The status sent to the client.
-    pub status: StatusCode,
+    /// The status sent to the client; `None` when the request was cut off before any
+    /// answer. Such a request is logged without `http.status` and not counted by status.
+    pub status: Option<StatusCode>,
     /// When the request arrived.
     pub started: Instant,
     /// Body bytes sent to the client so far.
@@ -200,15 +201,15 @@ pub struct AccessLog {
 impl Drop for AccessLog {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        if let Some(metrics) = &self.metrics {
-            metrics.finish(&self.method, self.status, elapsed, self.error_code);
+        if let (Some(metrics), Some(status)) = (&self.metrics, self.status) {
+            metrics.finish(&self.method, status, elapsed, self.error_code);
         }
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         tracing::info!(
             request.id = %self.request_id,
             http.method = %self.method,
             http.path = %self.path,
-            http.status = self.status.as_u16(),
+            http.status = self.status.map(|status| status.as_u16()),
             duration_ms = (duration_ms * 1000.0).round() / 1000.0,
             bytes = self.bytes,
             token.generation = self.token_generation,

@@ -142,23 +142,13 @@ impl Proxy {
             Some(id) => id.to_owned(),
             None => rewrite::new_request_id(),
         };
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-
-        let outcome = match self.process(request, &request_id).await {
-            Ok(outcome) => outcome,
-            Err(err) => {
-                log_failure(&request_id, &err);
-                let code = err.code();
-                Outcome::Local(err.into_response(), Some(code))
-            }
-        };
-
+        // Made before the request is processed, so that a request cut off before any
+        // answer (the drain timeout, a client gone) is logged too, without a status.
         let mut log = AccessLog {
             request_id,
-            method,
-            path,
-            status: StatusCode::OK,
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            status: None,
             started,
             bytes: 0,
             token_generation: None,
@@ -166,14 +156,24 @@ impl Proxy {
             complete: false,
             metrics: in_flight,
         };
+
+        let outcome = match self.process(request, &log.request_id).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                log_failure(&log.request_id, &err);
+                let code = err.code();
+                Outcome::Local(err.into_response(), Some(code))
+            }
+        };
+
         match outcome {
             Outcome::Upstream(response, generation) => {
-                log.status = response.status();
+                log.status = Some(response.status());
                 log.token_generation = generation;
                 response.map(|body| ResponseBody::upstream(body, Some(log)))
             }
             Outcome::Local(response, error_code) => {
-                log.status = response.status();
+                log.status = Some(response.status());
                 log.error_code = error_code;
                 response.map(|body| ResponseBody::local(body, Some(log)))
             }
