@@ -458,6 +458,7 @@ fn log_start(config: &Config, addr: Option<SocketAddr>, admin: Option<SocketAddr
     }
     tracing::info!(
         listen.address = %listen,
+        listen.workers = config.listen.workers,
         console.url = %console.url.base(),
         console.project = console.project.as_deref().unwrap_or(""),
         console.trust = trust,
