@@ -160,16 +160,7 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
     let metrics = Arc::new(Metrics::new());
     credentials.set_observer(metrics.clone());
     let proxy = proxy.with_metrics(Arc::clone(&metrics));
-    let proxies = (0..config.listen.workers)
-        .map(|_| {
-            proxy.with_client(connect::forward_client(
-                &config.console,
-                forward_tls.clone(),
-            ))
-        })
-        .collect();
-    let workers = Workers::start(proxies)
-        .map_err(|err| StartError::Setup(format!("cannot start the worker threads: {err}")))?;
+    let workers = start_workers(config, proxy, &forward_tls)?;
     let admin_listener = bind_admin(config).await?;
     let admin_addr = admin_listener.as_ref().map(|(_, bound)| *bound);
     let shutdown = Shutdown::new();
@@ -208,6 +199,25 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
         metrics,
         shutdown,
         finished: tokio::spawn(shut_down_when_asked(running)),
+    })
+}
+
+/// Starts `listen.workers` worker threads. The first keeps the Console client `proxy` was
+/// built with; each other gets one of its own, so that every worker has its own pool.
+fn start_workers(
+    config: &Config,
+    proxy: Proxy,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Workers, StartError> {
+    let others: Vec<Proxy> = (1..config.listen.workers)
+        .map(|_| proxy.with_client(connect::forward_client(&config.console, tls.clone())))
+        .collect();
+    let proxies = std::iter::once(proxy).chain(others).collect();
+    Workers::start(proxies).map_err(|err| {
+        StartError::Setup(format!(
+            "cannot start the worker threads: {err}; lower listen.workers or raise the \
+             process's thread limit"
+        ))
     })
 }
 

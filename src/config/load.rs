@@ -547,15 +547,16 @@ fn found(spec: &KeySpec, value: &Value) -> String {
     }
 }
 
-/// Converts an environment value by the key's type alone.
 /// Whether `value` is an empty string given to a number or true/false key. An empty
-/// string means "not set" for every key; string keys carry it to validation, which reads
-/// it so, while these keys cannot hold a string at all.
+/// string means "not set" for every key that holds one value; string keys carry it to
+/// validation, which reads it so, while these keys cannot hold a string at all. (An
+/// empty list variable is an empty list.)
 fn means_unset(spec: &KeySpec, value: &Value) -> bool {
     let empty = matches!(value, Value::String(text) if text.trim().is_empty());
     empty && matches!(spec.kind, Kind::Int | Kind::Bool)
 }
 
+/// Converts an environment value by the key's type alone.
 fn convert_env_value(spec: &KeySpec, text: &str) -> Result<Value, String> {
     let quoted = || {
         if spec.secret {

@@ -398,12 +398,16 @@ fn max_connections(value: Option<i64>, problems: &mut Problems) -> usize {
     }
 }
 
-/// Most `listen.workers`: far beyond any core count, low enough to catch a typo.
+/// Most `listen.workers`: beyond the cores of all but the largest hosts, low enough to
+/// catch a typo. The default of one per core is capped at it too.
 const MAX_WORKERS: usize = 256;
 
 /// `listen.workers`: absent or 0 means one per core the process may use.
 fn workers(value: Option<i64>, problems: &mut Problems) -> usize {
-    let one_per_core = || std::thread::available_parallelism().map_or(1, usize::from);
+    let one_per_core = || {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        cores.min(MAX_WORKERS)
+    };
     match value.map(usize::try_from) {
         None | Some(Ok(0)) => one_per_core(),
         Some(Ok(count)) if count <= MAX_WORKERS => count,

@@ -173,7 +173,8 @@ impl Body for UpstreamBody {
 
 /// The facts of one exchange, written as one `info` line when the response body ends or
 /// is dropped (a client that went away mid-download is logged too), and counted in the
-/// metrics at the same moment.
+/// metrics at the same moment. A request cut off before any answer is written when its
+/// handler is dropped, without a status, and is not counted by status.
 pub struct AccessLog {
     /// The request id sent to the Console.
     pub request_id: String,

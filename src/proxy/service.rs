@@ -37,7 +37,7 @@ const REDLOCK_AUTH: HeaderName = HeaderName::from_static("x-redlock-auth");
 /// The pooled HTTP client towards the Console.
 pub type ConsoleClient = Client<Connector, UpstreamBody>;
 
-/// The request handler: shared by every connection, cheap to clone.
+/// The request handler: shared by every connection of one worker, cheap to clone.
 #[derive(Clone)]
 pub struct Proxy {
     shared: Arc<Shared>,

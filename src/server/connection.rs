@@ -141,7 +141,8 @@ pub(super) async fn serve(
 ///
 /// Requests only update counters here; nothing is woken. The idle timer looks at them
 /// when it fires, so a busy connection costs one timer wake-up per idle timeout rather
-/// than two wake-ups per request.
+/// than two wake-ups per request. A connection's tasks all run on its worker's thread,
+/// but hyper wants a `Send` service, hence atomics rather than cells.
 #[derive(Debug)]
 struct Usage {
     in_flight: AtomicUsize,

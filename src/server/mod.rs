@@ -9,7 +9,7 @@
 //! file descriptors pauses the loop instead of ending it. When the shutdown future
 //! completes, the loop stops accepting, every connection finishes the requests it has,
 //! and connections still busy after the drain timeout are cut off; [`serve`] says which
-//! happened. Cutting off takes up to one more second ([`ABORT_WAIT`]), so that the tasks
+//! happened. Cutting off takes up to one more second (`ABORT_WAIT`), so that the tasks
 //! cut off, and the worker threads, have dropped what they held, and logged it, before
 //! the process exits.
 //!
@@ -227,8 +227,8 @@ pub async fn serve(
     let _ = closing.send(true);
     let deadline = Instant::now() + limits.drain_timeout;
     let drained = drain(connections, deadline).await;
-    // After a drain cut short, one grace period covers both the tasks cut off and the
-    // workers' ends.
+    // After a full drain the workers get one grace period from now to end; after a drain
+    // cut short, one grace period covers both the tasks cut off and the workers' ends.
     let grace_ends = Instant::now().min(deadline) + ABORT_WAIT;
     workers.stop(grace_ends).await;
     drained

@@ -76,6 +76,9 @@ impl Workers {
     ///
     /// Fails when the system refuses a thread or a runtime.
     pub fn start(proxies: Vec<Proxy>) -> io::Result<Self> {
+        if proxies.is_empty() {
+            return Err(io::Error::other("at least one worker is needed"));
+        }
         let mut workers = Workers {
             workers: Vec::with_capacity(proxies.len()),
         };
@@ -126,8 +129,9 @@ impl Worker {
         let (stop, stopped) = oneshot::channel::<()>();
         let (going, gone) = oneshot::channel::<()>();
         let (started, handle) = std::sync::mpsc::sync_channel(1);
-        // The runtime is built, run and dropped on its own thread: a runtime may not be
-        // dropped within another one, as it would be here if the thread failed to start.
+        // The runtime is built, run and dropped on its own thread. Built here and moved
+        // into a thread that could not be spawned, it would be dropped inside the main
+        // runtime, which panics.
         thread::Builder::new()
             .name(format!("pcce-worker-{index}"))
             .spawn(move || {
