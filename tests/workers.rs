@@ -325,7 +325,11 @@ async fn downloads_cut_off_by_the_drain_timeout_are_still_logged_before_exit() {
     assert_eq!(proxy.wait_exit(WAIT).await, Some(0), "{}", proxy.log());
 
     let log = proxy.log();
-    assert!(log.contains("drain timeout reached"), "{log}");
+    let announced = log
+        .lines()
+        .find(|line| line.contains("drain timeout reached"))
+        .unwrap_or_default();
+    assert!(announced.contains("connections=3"), "{log}");
     let cut_off = log
         .lines()
         .filter(|line| line.contains("/api/v1/slowbody") && line.contains("complete=false"))

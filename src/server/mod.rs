@@ -241,6 +241,10 @@ async fn drain(mut connections: JoinSet<()>, deadline: Instant) -> Drained {
     match tokio::time::timeout_at(deadline, all_done).await {
         Ok(()) => Drained::Complete,
         Err(_) => {
+            tracing::warn!(
+                connections = connections.len(),
+                "drain timeout reached; cutting off the connections still busy"
+            );
             // The aborted tasks end on their workers' threads; waiting for them means
             // their access-log lines are written (and counted) before the process exits.
             connections.abort_all();
