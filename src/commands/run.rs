@@ -21,7 +21,8 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Admin, StaticInfo};
 use crate::auth::Credentials;
 use crate::config::{AuthMethod, ClientLogins, Config, ListenAddress};
-use crate::console::{connect, tls};
+use crate::console::pool::ConsoleClient;
+use crate::console::tls;
 use crate::metrics::Metrics;
 use crate::proxy::guard::GuardConfig;
 use crate::proxy::service::Proxy;
@@ -135,7 +136,7 @@ pub async fn start_with_limits(config: &Config, limits: Limits) -> Result<ProxyH
         None,
     )
     .map_err(|err| StartError::Tls(err.to_string()))?;
-    let client = connect::forward_client(&config.console, forward_tls.clone());
+    let client = ConsoleClient::new(&config.console, forward_tls.clone());
     let credentials =
         Credentials::from_config(config).map_err(|err| StartError::Setup(err.to_string()))?;
 
@@ -210,7 +211,7 @@ fn start_workers(
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<Workers, StartError> {
     let others: Vec<Proxy> = (1..config.listen.workers)
-        .map(|_| proxy.with_client(connect::forward_client(&config.console, tls.clone())))
+        .map(|_| proxy.with_client(ConsoleClient::new(&config.console, tls.clone())))
         .collect();
     let proxies = std::iter::once(proxy).chain(others).collect();
     Workers::start(proxies).map_err(|err| {

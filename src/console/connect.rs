@@ -1,19 +1,18 @@
-//! Connections to the Console, and the pooled HTTP client that forwards requests over
-//! them.
+//! Connections to the Console.
 //!
-//! [`Connector`] is a `hyper-util` connector that always dials the configured Console,
-//! whatever authority the request names: the proxy must never be steered elsewhere. It
-//! opens TCP (each resolved address in turn, under `console.connect_timeout`), tunnels
-//! through the egress proxy with `CONNECT` when one applies, and completes TLS with the
-//! configuration from [`super::tls`], reporting to `hyper` whether ALPN chose HTTP/2.
+//! [`Connector`] always dials the configured Console, whatever authority a request
+//! names: the proxy must never be steered elsewhere. It opens TCP (each resolved address
+//! in turn, under `console.connect_timeout`), tunnels through the egress proxy with
+//! `CONNECT` when one applies, and completes TLS with the configuration from
+//! [`super::tls`]; [`ConsoleStream`] tells whether ALPN chose HTTP/2. The client that
+//! forwards requests over these connections is [`super::pool`].
 //!
 //! Failures are [`ConnectError`]s with a [`ConnectErrorKind`], so the request path can
-//! find them in `hyper-util`'s error chain ([`describe_error`]) and answer
+//! find them in the forwarding client's error chain ([`describe_error`]) and answer
 //! `console_unreachable` or `console_tls` with a message that says what to fix.
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,12 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http::Uri;
-use http_body_util::combinators::UnsyncBoxBody;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,37 +30,13 @@ use tracing::debug;
 use zeroize::Zeroizing;
 
 use super::tls::describe_rustls_error;
-use crate::config::{ConsoleConfig, EgressProxy, EgressSetting, HttpVersion};
+use crate::config::{ConsoleConfig, EgressProxy, EgressSetting};
 
 /// A TLS connection to the Console.
 pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// A boxed error, as request bodies carry.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// The request body type the proxy forwards: any streaming body, boxed.
-pub type ForwardBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// The pooled client that forwards requests to the Console.
-pub type ForwardClient = Client<Connector, ForwardBody>;
-
-/// How long an idle pooled connection is kept. Below the 60 s idle timeout common to
-/// load balancers in front of Consoles, so the proxy closes first and rarely reuses a
-/// connection the other side is closing at that moment.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
-
-/// Idle connections kept. Over HTTP/1.1 each concurrent client request needs a connection
-/// of its own, and one dropped after its answer costs a full TLS handshake for the next
-/// request (measured: at 256 client connections a cap of 64 made the proxy open thousands
-/// of connections a second and doubled its CPU per request). The cap therefore matches
-/// the default `listen.max_connections`; idle connections still close after
-/// [`POOL_IDLE_TIMEOUT`].
-const POOL_MAX_IDLE: usize = 1024;
-
-/// HTTP/2 pings find a dead connection (a NAT or firewall that forgot it) before a
-/// request is lost on it, and keep such middleboxes from forgetting it at all.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Upper bound on the egress proxy's answer to `CONNECT`.
 const MAX_TUNNEL_ANSWER: usize = 8 * 1024;
@@ -151,41 +121,6 @@ fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls
     }
 }
 
-/// Builds the pooled client that forwards requests to the Console.
-///
-/// `tls` should be built with [`super::tls::Alpn`] from `console.http_version`, so that
-/// the protocols offered match what the client speaks. Request URIs must be absolute
-/// (`https://<console authority>/...`): the pool is keyed by their authority, while the
-/// connection always goes to the configured Console.
-pub fn forward_client<B>(
-    console: &ConsoleConfig,
-    tls: Arc<rustls::ClientConfig>,
-) -> Client<Connector, B>
-where
-    B: http_body::Body + Send,
-    B::Data: Send,
-{
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        // Without timers the idle timeout and the HTTP/2 pings never fire.
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(POOL_MAX_IDLE)
-        .http2_only(console.http_version == HttpVersion::Http2)
-        .http2_keep_alive_interval(H2_PING_INTERVAL)
-        .http2_keep_alive_timeout(H2_PING_TIMEOUT)
-        .http2_keep_alive_while_idle(true)
-        // Large exports (reports, CSV) stream faster when the flow-control window
-        // follows the connection's bandwidth-delay product.
-        .http2_adaptive_window(true)
-        // Only a request that never left on a reused connection found dead is sent
-        // again, so no request reaches the Console twice.
-        .retry_canceled_requests(true)
-        .set_host(true);
-    builder.build(Connector::new(console, tls))
-}
-
 /// Connects to the configured Console: TCP, the egress tunnel if any, then TLS.
 #[derive(Clone)]
 pub struct Connector {
@@ -234,22 +169,6 @@ impl Connector {
             EgressSetting::Via(proxy) => self.inner.connect_via(proxy).await?,
         };
         self.inner.handshake(tcp).await
-    }
-}
-
-impl tower::Service<Uri> for Connector {
-    type Response = ConsoleStream;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<ConsoleStream, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// The URI is ignored: the connection always goes to the configured Console.
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let connector = self.clone();
-        Box::pin(async move { connector.connect_tls().await.map(ConsoleStream::new) })
     }
 }
 
@@ -593,7 +512,8 @@ pub struct ConsoleStream {
 }
 
 impl ConsoleStream {
-    fn new(stream: TlsStream) -> Self {
+    /// Wraps a TLS connection, noting whether ALPN chose HTTP/2.
+    pub fn new(stream: TlsStream) -> Self {
         let h2 = is_h2(&stream);
         ConsoleStream {
             io: TokioIo::new(stream),
@@ -604,17 +524,6 @@ impl ConsoleStream {
     /// Whether ALPN chose HTTP/2.
     pub fn is_h2(&self) -> bool {
         self.h2
-    }
-}
-
-impl Connection for ConsoleStream {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        if self.h2 {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
     }
 }
 
@@ -813,7 +722,7 @@ pub(crate) mod test_support {
     }
 
     impl TestCert {
-        fn key(&self) -> PrivateKeyDer<'static> {
+        pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
         }
     }
@@ -946,6 +855,11 @@ mod tests {
     use crate::secret::Secret;
     use http_body_util::{BodyExt, Empty};
 
+    use bytes::Bytes;
+
+    use crate::config::HttpVersion;
+    use crate::console::pool::ConsoleClient;
+
     fn pinned(console: &mut ConsoleConfig, cert: &super::test_support::TestCert) {
         use sha2::Digest;
         console.pin_sha256 = vec![sha2::Sha256::digest(&cert.der).into()];
@@ -953,7 +867,7 @@ mod tests {
 
     async fn get_version(console: &ConsoleConfig) -> String {
         let tls = client_config(console, Alpn::from(console.http_version), None).expect("tls");
-        let client = forward_client::<Empty<Bytes>>(console, tls);
+        let client = ConsoleClient::<Empty<Bytes>>::new(console, tls);
         let uri = format!("https://{}/api/v1/_ping", console.url.authority());
         let request = http::Request::get(uri).body(Empty::new()).expect("request");
         let response = client.request(request).await.expect("response");
@@ -987,7 +901,7 @@ mod tests {
             .connect_tls()
             .await
             .expect("connects");
-        assert!(ConsoleStream::new(stream).connected().is_negotiated_h2());
+        assert!(ConsoleStream::new(stream).is_h2());
         assert_eq!(get_version(&console).await, "HTTP/2.0");
     }
 
@@ -1004,7 +918,7 @@ mod tests {
             .connect_tls()
             .await
             .expect("connects");
-        assert!(!ConsoleStream::new(stream).connected().is_negotiated_h2());
+        assert!(!ConsoleStream::new(stream).is_h2());
         assert_eq!(get_version(&console).await, "HTTP/1.1");
     }
 
@@ -1145,7 +1059,7 @@ mod tests {
         let console = console_at(server, "localhost");
 
         let tls = client_config(&console, Alpn::Auto, None).expect("tls");
-        let client = forward_client::<Empty<Bytes>>(&console, tls);
+        let client = ConsoleClient::<Empty<Bytes>>::new(&console, tls);
         let uri = format!("https://{}/api/v1/_ping", console.url.authority());
         let request = http::Request::get(uri).body(Empty::new()).expect("request");
         let err = client.request(request).await.expect_err("untrusted");

@@ -5,7 +5,8 @@
 //!   builds the `rustls` configurations; its verifier's refusals name the certificate's
 //!   fingerprint and the setting that would fix them.
 //! - [`connect`] dials the configured Console (through the egress proxy when one
-//!   applies) and builds the pooled client that forwards requests.
+//!   applies); [`pool`] is the client that forwards requests over those connections,
+//!   one per server worker.
 //! - [`api_client`] is the client for logins, renewals and probes, with the same trust
 //!   and egress, and never following redirects.
 //! - [`session`] makes those calls and reads the Console's answers; [`login`] turns them
@@ -17,5 +18,6 @@
 pub mod api_client;
 pub mod connect;
 pub mod login;
+pub mod pool;
 pub mod session;
 pub mod tls;

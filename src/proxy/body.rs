@@ -21,6 +21,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::metrics::InFlightRequest;
+use crate::proxy::service::ConsoleBody;
 
 /// Largest request body kept for a replay after a 401.
 pub const REPLAY_MAX_BODY: u64 = 1024 * 1024;
@@ -234,14 +235,14 @@ pin_project! {
 pin_project! {
     #[project = InnerProj]
     enum Inner {
-        Upstream { #[pin] body: Incoming },
+        Upstream { #[pin] body: ConsoleBody },
         Local { data: Option<Bytes> },
     }
 }
 
 impl ResponseBody {
     /// Streams the Console's body.
-    pub fn upstream(body: Incoming, log: Option<AccessLog>) -> Self {
+    pub fn upstream(body: ConsoleBody, log: Option<AccessLog>) -> Self {
         ResponseBody {
             inner: Inner::Upstream { body },
             log,

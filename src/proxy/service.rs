@@ -15,12 +15,12 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use tokio::sync::Semaphore;
 
 use crate::auth::{Credentials, RequestCredential};
 use crate::config::{ClientLogins, Config, ConsoleUrl, ProjectMode};
-use crate::console::connect::{self, ConnectErrorKind, Connector};
+use crate::console::connect::{self, ConnectErrorKind};
+use crate::console::pool::{self, PooledBody};
 use crate::metrics::Metrics;
 use crate::proxy::body::{
     AccessLog, Recording, ResponseBody, UpstreamBody, REPLAY_BUDGET, REPLAY_MAX_BODY,
@@ -35,7 +35,10 @@ use crate::secret::Secret;
 const REDLOCK_AUTH: HeaderName = HeaderName::from_static("x-redlock-auth");
 
 /// The pooled HTTP client towards the Console.
-pub type ConsoleClient = Client<Connector, UpstreamBody>;
+pub type ConsoleClient = pool::ConsoleClient<UpstreamBody>;
+
+/// The Console's response body, as the client above returns it.
+pub type ConsoleBody = PooledBody<UpstreamBody>;
 
 /// The request handler: shared by every connection of one worker, cheap to clone.
 #[derive(Clone)]
@@ -63,7 +66,7 @@ struct Shared {
 /// What a request turned into before its body is wrapped for the client.
 enum Outcome {
     /// The Console's answer, and the generation of the token that was sent.
-    Upstream(Response<Incoming>, Option<u64>),
+    Upstream(Response<ConsoleBody>, Option<u64>),
     /// The proxy's own answer, and its error code when it is an error.
     Local(Response<Bytes>, Option<&'static str>),
 }
@@ -366,7 +369,10 @@ impl Proxy {
     }
 
     /// Step 4: one exchange with the Console, bounded by the response timeout.
-    async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<ConsoleBody>, ProxyError> {
         let timeout = self.shared.response_timeout;
         match tokio::time::timeout(timeout, self.shared.client.request(request)).await {
             // The proxy never asks for an upgrade, so a 101 cannot be passed on: the
@@ -392,7 +398,7 @@ impl Proxy {
     }
 
     /// Step 5: the Console's answer made fit for the client.
-    fn respond(&self, mut response: Response<Incoming>, generation: Option<u64>) -> Outcome {
+    fn respond(&self, mut response: Response<ConsoleBody>, generation: Option<u64>) -> Outcome {
         let headers = response.headers_mut();
         rewrite::strip_response_headers(headers);
         if let Some(location) = headers.get(LOCATION) {
@@ -448,7 +454,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Maps a failed exchange to the error the client gets, by what actually failed.
-fn classify_send_error(err: &hyper_util::client::legacy::Error) -> ProxyError {
+fn classify_send_error(err: &pool::Error) -> ProxyError {
     // Failures on the Console's side say that it was this request, not the login it
     // needed, that failed (those start with "cannot log in").
     let forward = |kind, message: &str| {

@@ -189,7 +189,7 @@ mod tests {
     /// A handler for a Console that is never reached: these tests only place tasks.
     fn proxy() -> Proxy {
         use crate::config::{raw::RawConfig, validate::validate};
-        use crate::console::{connect, tls};
+        use crate::console::tls;
         use crate::proxy::guard::GuardConfig;
 
         let text = "[console]\nurl = \"https://console.test:8083\"\n\
@@ -197,7 +197,7 @@ mod tests {
         let raw: RawConfig = toml::from_str(text).expect("test TOML is valid");
         let config = validate(raw, &[]).expect("valid configuration");
         let tls = tls::client_config(&config.console, tls::Alpn::Auto, None).expect("tls");
-        let client = connect::forward_client(&config.console, tls);
+        let client = crate::proxy::service::ConsoleClient::new(&config.console, tls);
         let credentials = crate::auth::Credentials::from_config(&config).expect("credentials");
         let guard = GuardConfig::new(&config.listen, None, None, config.auth.client_logins);
         Proxy::new(&config, guard, client, credentials, None).expect("proxy")

@@ -1,0 +1,825 @@
+//! The client that forwards requests to the Console over a pool of connections of its own.
+//!
+//! Each server worker owns one [`ConsoleClient`], used from that worker's single thread,
+//! so the pool is shaped for that: no hashing (there is one Console), no task per request,
+//! and a plain lock that is never contended for long.
+//!
+//! - **HTTP/1.1**: idle connections wait on a stack, newest on top, so the few busy ones
+//!   stay warm and the rest age out. A request takes the top one, or connects when the
+//!   stack is empty; it never opens a connection while another waits idle, so the
+//!   Console sees at most one connection per request in flight. The connection goes back
+//!   on the stack when the response body has been read to its end ([`PooledBody`]); a
+//!   body dropped early closes it, since unread bytes would spoil the next answer.
+//! - **HTTP/2**, when ALPN chose it (or `console.http_version = "http2"`): one connection,
+//!   shared by every request; concurrent first requests wait for a single handshake.
+//!
+//! A request that meets a reused connection the Console has just closed is handed back by
+//! `hyper` unsent, and only then is it sent again, once, on a new connection: no request
+//! reaches the Console twice. Idle connections older than [`POOL_IDLE_TIMEOUT`] are
+//! closed, by the next request or by a reaper task the pool starts with its first
+//! connection.
+
+use std::collections::VecDeque;
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, HOST};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::connect::{BoxError, ConnectError, Connector, ConsoleStream};
+use crate::config::{ConsoleConfig, HttpVersion};
+
+/// How long an idle connection is kept. Below the 60 s idle timeout common to load
+/// balancers in front of Consoles, so the proxy closes first and rarely reuses a
+/// connection the other side is closing at that moment.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+
+/// Idle connections kept. Over HTTP/1.1 each concurrent client request needs a connection
+/// of its own, and one dropped after its answer costs a full TLS handshake for the next
+/// request (measured: at 256 client connections a cap of 64 made the proxy open thousands
+/// of connections a second and doubled its CPU per request). The cap therefore matches
+/// the default `listen.max_connections`; idle connections still close after
+/// [`POOL_IDLE_TIMEOUT`].
+pub const POOL_MAX_IDLE: usize = 1024;
+
+/// HTTP/2 pings find a dead connection (a NAT or firewall that forgot it) before a
+/// request is lost on it, and keep such middleboxes from forgetting it at all.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client that forwards requests to the Console; cheap to clone, clones share the
+/// pool. `B` is the request body type.
+pub struct ConsoleClient<B> {
+    pool: Arc<Pool<B>>,
+}
+
+impl<B> Clone for ConsoleClient<B> {
+    fn clone(&self) -> Self {
+        ConsoleClient {
+            pool: Arc::clone(&self.pool),
+        }
+    }
+}
+
+/// What all clones of one client share.
+struct Pool<B> {
+    connector: Connector,
+    /// `http2` speaks HTTP/2 even when ALPN chose nothing (prior knowledge).
+    http2_only: bool,
+    idle_timeout: Duration,
+    max_idle: usize,
+    state: Mutex<State<B>>,
+    /// Held while an HTTP/2 connection is made, so that concurrent requests share it.
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
+struct State<B> {
+    /// Idle HTTP/1.1 connections, oldest at the front, newest at the back.
+    idle: VecDeque<Idle<B>>,
+    /// The shared HTTP/2 connection, once there is one.
+    h2: Option<http2::SendRequest<B>>,
+    /// Whether the Console chose HTTP/2 before: then new connections wait for one another.
+    seen_h2: bool,
+    reaper_started: bool,
+}
+
+struct Idle<B> {
+    sender: http1::SendRequest<B>,
+    since: Instant,
+}
+
+/// A connection a request is about to go out on.
+enum Conn<B> {
+    Http1(http1::SendRequest<B>),
+    Http2(http2::SendRequest<B>),
+}
+
+/// A connection taken for one request, and whether it served requests before (only a
+/// request on a reused connection may be sent again).
+struct Checkout<B> {
+    conn: Conn<B>,
+    reused: bool,
+}
+
+/// Why an exchange failed before a whole response head arrived.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    source: BoxError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    Connect,
+    Handshake,
+    Send,
+}
+
+impl Error {
+    fn connect(err: ConnectError) -> Self {
+        Error {
+            kind: ErrorKind::Connect,
+            source: Box::new(err),
+        }
+    }
+
+    fn handshake(err: hyper::Error) -> Self {
+        Error {
+            kind: ErrorKind::Handshake,
+            source: Box::new(err),
+        }
+    }
+
+    fn send(err: hyper::Error) -> Self {
+        Error {
+            kind: ErrorKind::Send,
+            source: Box::new(err),
+        }
+    }
+
+    /// Whether no connection could be made (connecting, tunnelling, TLS or the HTTP
+    /// handshake failed), so the request never left.
+    pub fn is_connect(&self) -> bool {
+        matches!(self.kind, ErrorKind::Connect | ErrorKind::Handshake)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            ErrorKind::Connect => "no connection to the Console",
+            ErrorKind::Handshake => "the HTTP handshake with the Console failed",
+            ErrorKind::Send => "the request to the Console failed",
+        })
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl<B> ConsoleClient<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// A client for `console`, completing TLS with `tls`, which should be built with
+    /// [`super::tls::Alpn`] from `console.http_version` so that the protocols offered
+    /// match what the client speaks.
+    pub fn new(console: &ConsoleConfig, tls: Arc<rustls::ClientConfig>) -> Self {
+        Self::with_limits(console, tls, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE)
+    }
+
+    fn with_limits(
+        console: &ConsoleConfig,
+        tls: Arc<rustls::ClientConfig>,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Self {
+        let state = State {
+            idle: VecDeque::new(),
+            h2: None,
+            seen_h2: false,
+            reaper_started: false,
+        };
+        let pool = Pool {
+            connector: Connector::new(console, tls),
+            http2_only: console.http_version == HttpVersion::Http2,
+            idle_timeout,
+            max_idle,
+            state: Mutex::new(state),
+            h2_connecting: tokio::sync::Mutex::new(()),
+        };
+        ConsoleClient {
+            pool: Arc::new(pool),
+        }
+    }
+
+    /// Sends `request` (whose URI must be absolute, naming the Console) and returns the
+    /// Console's answer, its body streaming. A request that a reused connection handed
+    /// back unsent goes out once more on a new connection.
+    pub async fn request(&self, request: Request<B>) -> Result<Response<PooledBody<B>>, Error> {
+        let uri = request.uri().clone();
+        let checkout = self.pool.checkout().await?;
+        let reused = checkout.reused;
+        let (mut request, error) = match self.send(checkout.conn, request).await {
+            Ok(response) => return Ok(response),
+            Err(Unsent::Dropped(error)) => return Err(error),
+            Err(Unsent::Returned(_, error)) if !reused => return Err(error),
+            Err(Unsent::Returned(request, error)) => (request, error),
+        };
+
+        debug!(error = %error.source, "a reused Console connection was closed; connecting again");
+        *request.uri_mut() = uri;
+        let conn = self.pool.connect().await?;
+        self.send(conn, *request).await.map_err(Unsent::into_error)
+    }
+
+    async fn send(
+        &self,
+        conn: Conn<B>,
+        request: Request<B>,
+    ) -> Result<Response<PooledBody<B>>, Unsent<B>> {
+        match conn {
+            Conn::Http1(mut sender) => {
+                let request = origin_form(request);
+                let response = sender
+                    .try_send_request(request)
+                    .await
+                    .map_err(Unsent::from)?;
+                let slot = ReturnSlot {
+                    pool: Arc::downgrade(&self.pool),
+                    sender,
+                };
+                Ok(response.map(|body| PooledBody::new(body, Some(slot))))
+            }
+            Conn::Http2(mut sender) => {
+                let response = sender
+                    .try_send_request(request)
+                    .await
+                    .map_err(Unsent::from)?;
+                Ok(response.map(|body| PooledBody::new(body, None)))
+            }
+        }
+    }
+}
+
+/// A failed send: the request handed back unsent (boxed: this is the rare path), or
+/// lost.
+enum Unsent<B> {
+    Returned(Box<Request<B>>, Error),
+    Dropped(Error),
+}
+
+impl<B> Unsent<B> {
+    fn into_error(self) -> Error {
+        match self {
+            Unsent::Returned(_, error) | Unsent::Dropped(error) => error,
+        }
+    }
+}
+
+impl<B> From<TrySendError<Request<B>>> for Unsent<B> {
+    fn from(mut err: TrySendError<Request<B>>) -> Self {
+        match err.take_message() {
+            Some(request) => Unsent::Returned(Box::new(request), Error::send(err.into_error())),
+            None => Unsent::Dropped(Error::send(err.into_error())),
+        }
+    }
+}
+
+impl<B> Pool<B> {
+    fn lock(&self) -> MutexGuard<'_, State<B>> {
+        // The state stays consistent whatever panicked while holding the lock.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Puts a connection whose answer has ended back on the stack.
+    fn put(&self, sender: http1::SendRequest<B>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut state = self.lock();
+        let now = Instant::now();
+        state.idle.push_back(Idle { sender, since: now });
+        if state.idle.len() > self.max_idle {
+            state.idle.pop_front();
+        }
+        self.expire(&mut state, now);
+    }
+
+    /// Closes the idle connections past the idle timeout, oldest first.
+    fn expire(&self, state: &mut State<B>, now: Instant) {
+        while let Some(oldest) = state.idle.front() {
+            if now.duration_since(oldest.since) < self.idle_timeout {
+                break;
+            }
+            state.idle.pop_front();
+        }
+    }
+}
+
+impl<B> Pool<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// A live connection: the HTTP/2 one, an idle HTTP/1.1 one, or a new one.
+    async fn checkout(self: &Arc<Self>) -> Result<Checkout<B>, Error> {
+        if let Some(sender) = self.live_h2() {
+            return Ok(Checkout {
+                conn: Conn::Http2(sender),
+                reused: true,
+            });
+        }
+        if let Some(sender) = self.idle_http1().await {
+            return Ok(Checkout {
+                conn: Conn::Http1(sender),
+                reused: true,
+            });
+        }
+        if self.http2_only || self.lock().seen_h2 {
+            return self.checkout_h2().await;
+        }
+        let conn = self.connect().await?;
+        Ok(Checkout {
+            conn,
+            reused: false,
+        })
+    }
+
+    /// The shared HTTP/2 connection, unless there is none or the Console closed it.
+    fn live_h2(&self) -> Option<http2::SendRequest<B>> {
+        let mut state = self.lock();
+        match &state.h2 {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                state.h2 = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The newest idle HTTP/1.1 connection that is still open and not expired. One whose
+    /// last answer has just ended may not be ready yet: its connection task has not run
+    /// since; waiting for it costs a task switch, not a handshake.
+    async fn idle_http1(&self) -> Option<http1::SendRequest<B>> {
+        loop {
+            let mut sender = self.pop_idle()?;
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn pop_idle(&self) -> Option<http1::SendRequest<B>> {
+        let mut state = self.lock();
+        while let Some(idle) = state.idle.pop_back() {
+            if idle.since.elapsed() >= self.idle_timeout {
+                // Everything below is older still.
+                state.idle.clear();
+                return None;
+            }
+            if !idle.sender.is_closed() {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    /// Waits for whoever is making the HTTP/2 connection, or makes it.
+    async fn checkout_h2(self: &Arc<Self>) -> Result<Checkout<B>, Error> {
+        let _connecting = self.h2_connecting.lock().await;
+        if let Some(sender) = self.live_h2() {
+            return Ok(Checkout {
+                conn: Conn::Http2(sender),
+                reused: false,
+            });
+        }
+        let conn = self.connect().await?;
+        Ok(Checkout {
+            conn,
+            reused: false,
+        })
+    }
+
+    /// Opens a new connection, speaking what the Console chose.
+    async fn connect(self: &Arc<Self>) -> Result<Conn<B>, Error> {
+        let stream = self.connector.connect_tls().await.map_err(Error::connect)?;
+        let stream = ConsoleStream::new(stream);
+        self.start_reaper();
+        if stream.is_h2() || self.http2_only {
+            let sender = handshake_h2(stream).await?;
+            let mut state = self.lock();
+            state.seen_h2 = true;
+            state.h2 = Some(sender.clone());
+            return Ok(Conn::Http2(sender));
+        }
+        let (sender, connection) = http1::handshake(stream).await.map_err(Error::handshake)?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(error = %err, "a Console connection ended with an error");
+            }
+        });
+        Ok(Conn::Http1(sender))
+    }
+
+    /// Starts the task that closes expired idle connections when no request comes to do
+    /// it, once, on the runtime of the worker that uses the pool. It ends with the pool.
+    fn start_reaper(self: &Arc<Self>) {
+        {
+            let mut state = self.lock();
+            if state.reaper_started {
+                return;
+            }
+            state.reaper_started = true;
+        }
+        tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
+    }
+}
+
+/// Wakes when the oldest idle connection expires (or after a whole timeout when none is
+/// idle) and closes what has expired, until the pool is gone.
+async fn reap<B>(pool: Weak<Pool<B>>, idle_timeout: Duration)
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut wake = Instant::now() + idle_timeout;
+    loop {
+        tokio::time::sleep_until(wake).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut state = pool.lock();
+        pool.expire(&mut state, now);
+        wake = state
+            .idle
+            .front()
+            .map_or(now + idle_timeout, |oldest| oldest.since + idle_timeout);
+    }
+}
+
+/// The HTTP/2 handshake, with pings and an adaptive window, the connection task spawned.
+async fn handshake_h2<B>(stream: ConsoleStream) -> Result<http2::SendRequest<B>, Error>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        // Without a timer the pings never fire.
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .keep_alive_while_idle(true)
+        // Large exports (reports, CSV) stream faster when the flow-control window
+        // follows the connection's bandwidth-delay product.
+        .adaptive_window(true)
+        .handshake(stream)
+        .await
+        .map_err(Error::handshake)?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            debug!(error = %err, "the HTTP/2 connection to the Console ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// `request` as an HTTP/1.1 request line wants it: the path and query alone, the
+/// authority moved to `Host` (unless the caller set one), without the default port.
+fn origin_form<B>(mut request: Request<B>) -> Request<B> {
+    let uri = request.uri().clone();
+    if let Some(host) = uri.host() {
+        let value = match uri.port_u16() {
+            Some(port) if !is_default_port(&uri, port) => format!("{host}:{port}"),
+            _ => host.to_owned(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            request.headers_mut().entry(HOST).or_insert(value);
+        }
+    }
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *request.uri_mut() = Uri::from(path);
+    request
+}
+
+fn is_default_port(uri: &Uri, port: u16) -> bool {
+    match uri.scheme_str() {
+        Some("https") => port == 443,
+        Some("http") => port == 80,
+        _ => false,
+    }
+}
+
+/// Where an HTTP/1.1 connection goes when its answer has been read.
+struct ReturnSlot<B> {
+    pool: Weak<Pool<B>>,
+    sender: http1::SendRequest<B>,
+}
+
+/// The Console's response body, streamed. Over HTTP/1.1 it gives its connection back to
+/// the pool when the body has been read to its end; dropped earlier, it lets the
+/// connection close, since the unread rest would be taken for the next answer.
+pub struct PooledBody<B> {
+    body: Incoming,
+    slot: Option<ReturnSlot<B>>,
+}
+
+// Nothing is pinned structurally: `Incoming` is `Unpin` and the slot is never polled.
+impl<B> Unpin for PooledBody<B> {}
+
+impl<B> fmt::Debug for PooledBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("body", &self.body)
+            .field("pooled", &self.slot.is_some())
+            .finish()
+    }
+}
+
+impl<B> PooledBody<B> {
+    fn new(body: Incoming, slot: Option<ReturnSlot<B>>) -> Self {
+        PooledBody { body, slot }
+    }
+}
+
+impl<B> PooledBody<B> {
+    fn give_back(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        if let Some(pool) = slot.pool.upgrade() {
+            pool.put(slot.sender);
+        }
+    }
+}
+
+impl<B> Body for PooledBody<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.give_back(),
+            // The server stops polling a body that reports its end after a frame.
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
+            Poll::Ready(Some(Err(_))) => this.slot = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<B> Drop for PooledBody<B> {
+    fn drop(&mut self) {
+        // An answer read to its end but not polled once more (its length was known)
+        // still gives its connection back.
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::console::connect::test_support::{console_at, self_signed, TestCert};
+    use crate::console::tls::{client_config, Alpn};
+
+    /// Size of the answer to `/large`: more than one read, so that a reader can stop early.
+    const LARGE: usize = 1024 * 1024;
+
+    /// An HTTP/1.1 Console on loopback that counts the connections it accepted and closed.
+    /// `/large` answers [`LARGE`] bytes, `/slow` answers after 50 ms, anything else
+    /// answers its path. With `lifetime`, each connection is cut that long after it opened.
+    struct TestConsole {
+        addr: SocketAddr,
+        cert: TestCert,
+        opened: Arc<AtomicUsize>,
+        closed: Arc<AtomicUsize>,
+    }
+
+    impl TestConsole {
+        async fn start(lifetime: Option<Duration>) -> Self {
+            let cert = self_signed(&["localhost"]);
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("protocol versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der.clone()], cert.key())
+                .expect("certificate");
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let console = TestConsole {
+                addr: listener.local_addr().expect("address"),
+                cert,
+                opened: Arc::default(),
+                closed: Arc::default(),
+            };
+            let (opened, closed) = (console.opened.clone(), console.closed.clone());
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    opened.fetch_add(1, Ordering::SeqCst);
+                    let (acceptor, closed) = (acceptor.clone(), closed.clone());
+                    tokio::spawn(async move {
+                        if let Ok(tls) = acceptor.accept(tcp).await {
+                            serve(tls, lifetime).await;
+                        }
+                        closed.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            });
+            console
+        }
+
+        fn client(&self, idle_timeout: Duration) -> ConsoleClient<Empty<Bytes>> {
+            use sha2::Digest;
+            let mut console = console_at(self.addr, "localhost");
+            console.pin_sha256 = vec![sha2::Sha256::digest(&self.cert.der).into()];
+            let tls = client_config(&console, Alpn::Auto, None).expect("tls");
+            ConsoleClient::with_limits(&console, tls, idle_timeout, 16)
+        }
+
+        fn opened(&self) -> usize {
+            self.opened.load(Ordering::SeqCst)
+        }
+
+        fn closed(&self) -> usize {
+            self.closed.load(Ordering::SeqCst)
+        }
+    }
+
+    async fn serve(
+        tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        lifetime: Option<Duration>,
+    ) {
+        let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+            let body = match request.uri().path() {
+                "/large" => Bytes::from(vec![b'x'; LARGE]),
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Bytes::from_static(b"/slow")
+                }
+                path => Bytes::from(path.to_owned()),
+            };
+            Ok::<_, Infallible>(Response::new(Full::new(body)))
+        });
+        let connection =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
+        match lifetime {
+            Some(lifetime) => {
+                let _ = tokio::time::timeout(lifetime, connection).await;
+            }
+            None => {
+                let _ = connection.await;
+            }
+        }
+    }
+
+    async fn get(client: &ConsoleClient<Empty<Bytes>>, console: &TestConsole, path: &str) -> Bytes {
+        let uri = format!("https://localhost:{}{path}", console.addr.port());
+        let request = Request::get(uri).body(Empty::new()).expect("request");
+        let response = client.request(request).await.expect("response");
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_console_connection() {
+        let console = TestConsole::start(None).await;
+        let client = console.client(POOL_IDLE_TIMEOUT);
+
+        for path in ["/a", "/b", "/c"] {
+            assert_eq!(get(&client, &console, path).await, path.as_bytes());
+        }
+        assert_eq!(console.opened(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_early_does_not_give_its_connection_back() {
+        let console = TestConsole::start(None).await;
+        let client = console.client(POOL_IDLE_TIMEOUT);
+
+        let uri = format!("https://localhost:{}/large", console.addr.port());
+        let request = Request::get(uri).body(Empty::new()).expect("request");
+        let mut body = client.request(request).await.expect("response").into_body();
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert!(first.data_ref().is_some_and(|data| data.len() < LARGE));
+        drop(body);
+
+        assert_eq!(get(&client, &console, "/next").await, "/next".as_bytes());
+        assert_eq!(console.opened(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_gives_its_connection_back() {
+        let console = TestConsole::start(None).await;
+        let client = console.client(POOL_IDLE_TIMEOUT);
+
+        assert_eq!(get(&client, &console, "/large").await.len(), LARGE);
+        assert_eq!(get(&client, &console, "/next").await, "/next".as_bytes());
+        assert_eq!(console.opened(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_console_closed_is_not_reused() {
+        let console = TestConsole::start(Some(Duration::from_millis(100))).await;
+        let client = console.client(POOL_IDLE_TIMEOUT);
+
+        assert_eq!(get(&client, &console, "/a").await, "/a".as_bytes());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(console.closed(), 1);
+
+        assert_eq!(get(&client, &console, "/b").await, "/b".as_bytes());
+        assert_eq!(console.opened(), 2);
+    }
+
+    #[tokio::test]
+    async fn no_more_connections_are_opened_than_requests_in_flight() {
+        let console = TestConsole::start(None).await;
+        let client = console.client(POOL_IDLE_TIMEOUT);
+
+        // Four callers, each sending one request after another: while one connects,
+        // another's connection comes free, which must not leave a spare behind.
+        let callers = (0..4).map(|_| {
+            let (client, port) = (client.clone(), console.addr.port());
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    let uri = format!("https://localhost:{port}/slow");
+                    let request = Request::get(uri).body(Empty::new()).expect("request");
+                    let response = client.request(request).await.expect("response");
+                    response.into_body().collect().await.expect("body");
+                }
+            })
+        });
+        for caller in callers.collect::<Vec<_>>() {
+            caller.await.expect("caller");
+        }
+        assert!(console.opened() <= 4, "{} connections", console.opened());
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let console = TestConsole::start(None).await;
+        let client = console.client(Duration::from_millis(200));
+
+        assert_eq!(get(&client, &console, "/a").await, "/a".as_bytes());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get(&client, &console, "/b").await, "/b".as_bytes());
+        assert_eq!(console.opened(), 1, "reused within the idle timeout");
+
+        // Nothing comes to take the connection: the reaper closes it.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(console.closed(), 1);
+        assert_eq!(get(&client, &console, "/c").await, "/c".as_bytes());
+        assert_eq!(console.opened(), 2);
+    }
+
+    #[test]
+    fn http1_requests_name_the_console_in_host_without_the_default_port() {
+        let request = Request::get("https://console.test:8083/api/v1/x?a=1")
+            .body(())
+            .expect("request");
+        let request = origin_form(request);
+        assert_eq!(request.uri(), "/api/v1/x?a=1");
+        assert_eq!(request.headers()[HOST], "console.test:8083");
+
+        let request = Request::get("https://console.test:443/")
+            .body(())
+            .expect("request");
+        assert_eq!(origin_form(request).headers()[HOST], "console.test");
+    }
+}
