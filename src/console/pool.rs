@@ -884,6 +884,254 @@ mod tests {
         assert_eq!(console.opened(), 1);
     }
 
+    /// A Console on loopback whose every connection is driven by `script`, given the
+    /// connection's number (from 0) and the TLS stream, to answer byte by byte.
+    async fn scripted<F, Fut>(script: F) -> TestConsole
+    where
+        F: Fn(usize, tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let cert = self_signed(&["localhost"]);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der.clone()], cert.key())
+            .expect("certificate");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let console = TestConsole {
+            addr: listener.local_addr().expect("address"),
+            cert,
+            opened: Arc::default(),
+            closed: Arc::default(),
+        };
+        let (opened, closed) = (console.opened.clone(), console.closed.clone());
+        let script = Arc::new(script);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let number = opened.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, closed, script) = (acceptor.clone(), closed.clone(), script.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        script(number, tls).await;
+                    }
+                    closed.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        console
+    }
+
+    /// Reads one request head (up to the blank line); `None` at the end of the stream.
+    async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return None,
+            }
+        }
+        Some(String::from_utf8_lossy(&head).into_owned())
+    }
+
+    fn request_line(head: &str) -> String {
+        head.lines().next().unwrap_or_default().to_owned()
+    }
+
+    async fn get_status(
+        client: &ConsoleClient<Empty<Bytes>>,
+        console: &TestConsole,
+        method: &str,
+        path: &str,
+    ) -> (u16, Bytes) {
+        let uri = format!("https://localhost:{}{path}", console.addr.port());
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Empty::new())
+            .expect("request");
+        let response = client.request(request).await.expect("response");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn an_answer_with_connection_close_does_not_fail_the_next_request() {
+        use tokio::io::AsyncWriteExt;
+        let console = scripted(|_, mut tls| async move {
+            if let Some(head) = read_head(&mut tls).await {
+                let path = request_line(&head);
+                let body = path.split(' ').nth(1).unwrap_or_default().to_owned();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
+        })
+        .await;
+        let client = console.client(POOL_IDLE_TIMEOUT);
+
+        for path in ["/a", "/b", "/c", "/d"] {
+            assert_eq!(get(&client, &console, path).await, path.as_bytes());
+        }
+        assert_eq!(console.opened(), 4);
+    }
+
+    #[tokio::test]
+    async fn answers_without_a_body_give_their_connection_back_uncorrupted() {
+        use tokio::io::AsyncWriteExt;
+        let console = scripted(|_, mut tls| async move {
+            while let Some(head) = read_head(&mut tls).await {
+                let line = request_line(&head);
+                let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                // Each answer without a body announces one, as Consoles do for HEAD.
+                let answer = match path.as_str() {
+                    "/head" => "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n".to_owned(),
+                    "/nocontent" => "HTTP/1.1 204 No Content\r\n\r\n".to_owned(),
+                    "/notmodified" => {
+                        "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n".to_owned()
+                    }
+                    _ => format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
+                        path.len()
+                    ),
+                };
+                if tls.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let client = console.client(POOL_IDLE_TIMEOUT);
+
+        assert_eq!(get_status(&client, &console, "HEAD", "/head").await.0, 200);
+        assert_eq!(get(&client, &console, "/one").await, "/one".as_bytes());
+        assert_eq!(
+            get_status(&client, &console, "GET", "/nocontent").await.0,
+            204
+        );
+        assert_eq!(get(&client, &console, "/two").await, "/two".as_bytes());
+        assert_eq!(
+            get_status(&client, &console, "GET", "/notmodified").await.0,
+            304
+        );
+        assert_eq!(get(&client, &console, "/three").await, "/three".as_bytes());
+        assert_eq!(console.opened(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_with_trailers_gives_its_connection_back_when_forwarded() {
+        use tokio::io::AsyncWriteExt;
+        let console = scripted(|_, mut tls| async move {
+            while let Some(head) = read_head(&mut tls).await {
+                let line = request_line(&head);
+                let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n\
+                     {:x}\r\n{path}\r\n0\r\nx-sum: 1\r\n\r\n",
+                    path.len()
+                );
+                if tls.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let client = console.client(POOL_IDLE_TIMEOUT);
+
+        for path in ["/a", "/b", "/c"] {
+            let uri = format!("https://localhost:{}{path}", console.addr.port());
+            let request = Request::get(uri).body(Empty::new()).expect("request");
+            let mut body = client.request(request).await.expect("response").into_body();
+            // Polled as hyper's HTTP/1.1 server polls a body it forwards: it stops after
+            // the trailers, which are the last frame, without asking for the end.
+            let mut data = Vec::new();
+            loop {
+                let frame = body.frame().await.expect("a frame").expect("no error");
+                if frame.is_trailers() {
+                    break;
+                }
+                data.extend_from_slice(frame.data_ref().expect("data"));
+            }
+            assert_eq!(data, path.as_bytes());
+            drop(body);
+        }
+        assert_eq!(console.opened(), 1, "one connection per trailers answer");
+    }
+
+    #[test]
+    fn a_console_closing_an_idle_connection_as_the_request_leaves_gets_it_once() {
+        use tokio::io::AsyncWriteExt;
+        // The Console runs on a runtime of its own, so that it closes the connection
+        // while the client's thread is busy and its connection task cannot notice.
+        let console_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("console runtime");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let close = Arc::new(tokio::sync::Notify::new());
+        let (counted, closing) = (requests.clone(), close.clone());
+        let console = console_runtime.block_on(scripted(move |number, mut tls| {
+            let (counted, closing) = (counted.clone(), closing.clone());
+            async move {
+                while let Some(head) = read_head(&mut tls).await {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let line = request_line(&head);
+                    let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
+                        path.len()
+                    );
+                    if tls.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if number == 0 {
+                        closing.notified().await;
+                        let _ = tls.shutdown().await;
+                        return;
+                    }
+                }
+            }
+        }));
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let client = console.client(POOL_IDLE_TIMEOUT);
+            assert_eq!(get(&client, &console, "/a").await, "/a".as_bytes());
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            close.notify_one();
+            // Blocks this thread: the close arrives but is not read yet.
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(console.closed(), 1);
+
+            assert_eq!(get(&client, &console, "/b").await, "/b".as_bytes());
+            assert_eq!(requests.load(Ordering::SeqCst), 2);
+            assert_eq!(console.opened(), 2);
+        });
+    }
+
     #[test]
     fn http1_requests_name_the_console_in_host_without_the_default_port() {
         let request = Request::get("https://console.test:8083/api/v1/x?a=1")
