@@ -1132,6 +1132,75 @@ mod tests {
         });
     }
 
+    #[tokio::test]
+    async fn a_connection_answered_early_is_not_reused_while_its_upload_goes_up() {
+        use http_body_util::combinators::BoxBody;
+        use http_body_util::StreamBody;
+        use tokio::io::AsyncWriteExt;
+        type Upload = BoxBody<Bytes, BoxError>;
+        let console = scripted(|_, mut tls| async move {
+            while let Some(head) = read_head(&mut tls).await {
+                let line = request_line(&head);
+                let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                // Answers before reading any body, then leaves the connection open.
+                let answer = if path == "/upload" {
+                    "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n".to_owned()
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
+                        path.len()
+                    )
+                };
+                if tls.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        use sha2::Digest;
+        let mut config = console_at(console.addr, "localhost");
+        config.pin_sha256 = vec![sha2::Sha256::digest(&console.cert.der).into()];
+        let tls = client_config(&config, Alpn::Auto, None).expect("tls");
+        let client: ConsoleClient<Upload> =
+            ConsoleClient::with_limits(&config, tls, POOL_IDLE_TIMEOUT, 16);
+        let base = format!("https://localhost:{}", console.addr.port());
+
+        let (chunks, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let mut rx = rx;
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let upload = Request::post(format!("{base}/upload"))
+            .header("content-length", "1000")
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .expect("request");
+        chunks
+            .send(Ok(Frame::data(Bytes::from(vec![b'u'; 100]))))
+            .await
+            .expect("chunk");
+        let response = client.request(upload).await.expect("early answer");
+        assert_eq!(response.status(), 401);
+        response.into_body().collect().await.expect("body");
+
+        for path in ["/next", "/after"] {
+            let empty = BodyExt::boxed(Empty::new().map_err(|never| match never {}));
+            let request = Request::get(format!("{base}{path}"))
+                .body(empty)
+                .expect("request");
+            let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+                .await
+                .expect("answered in time")
+                .expect("response");
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            assert_eq!(body, path.as_bytes());
+        }
+        assert_eq!(console.opened(), 2);
+        drop(chunks);
+    }
+
     #[test]
     fn http1_requests_name_the_console_in_host_without_the_default_port() {
         let request = Request::get("https://console.test:8083/api/v1/x?a=1")
