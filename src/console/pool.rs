@@ -18,9 +18,12 @@
 //!   no live connection wait for a single handshake; before that (the first requests in
 //!   `auto`), each connects, and the last connection made is the one kept.
 //!
-//! A request that meets a reused connection the Console has just closed is handed back by
-//! `hyper` unsent, and only then is it sent again, once, on a new connection: no request
-//! reaches the Console twice. Idle connections older than [`POOL_IDLE_TIMEOUT`] are
+//! A request that meets a reused connection the Console has just closed is sent again,
+//! once, on a new connection, in two cases only: `hyper` handed it back unsent, or it is
+//! a safe request without a body (`GET`, `HEAD`, `OPTIONS`) and the connection ended
+//! before any byte of an answer, which happens when the close arrived while the worker
+//! was busy. Any other request is never sent twice: its failure is the client's answer.
+//! Idle connections older than [`POOL_IDLE_TIMEOUT`] are
 //! closed, by the next request or by a reaper task the pool starts with its first
 //! connection.
 
@@ -131,6 +134,8 @@ struct Checkout<B> {
 pub struct Error {
     kind: ErrorKind,
     source: BoxError,
+    /// The connection ended before any byte of an answer.
+    closed_unanswered: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +150,7 @@ impl Error {
         Error {
             kind: ErrorKind::Connect,
             source: Box::new(err),
+            closed_unanswered: false,
         }
     }
 
@@ -152,12 +158,14 @@ impl Error {
         Error {
             kind: ErrorKind::Handshake,
             source: Box::new(err),
+            closed_unanswered: false,
         }
     }
 
     fn send(err: hyper::Error) -> Self {
         Error {
             kind: ErrorKind::Send,
+            closed_unanswered: err.is_incomplete_message(),
             source: Box::new(err),
         }
     }
@@ -187,7 +195,7 @@ impl StdError for Error {
 
 impl<B> ConsoleClient<B>
 where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B: Body<Data = Bytes> + Default + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     /// A client for `console`, completing TLS with `tls`, which should be built with
@@ -229,9 +237,16 @@ where
         let uri = request.uri().clone();
         let checkout = self.pool.checkout().await?;
         let reused = checkout.reused;
+        // A reused connection the Console has closed, but whose close this worker has not
+        // read yet, takes the request and ends without an answer. A safe request without
+        // a body did nothing at the Console then and can be made again from its head.
+        let remade = (reused && is_safe(&request)).then(|| Head::of(&request));
         let (mut request, error) = match self.send(checkout.conn, request).await {
             Ok(response) => return Ok(response),
-            Err(Unsent::Dropped(error)) => return Err(error),
+            Err(Unsent::Dropped(error)) => match remade {
+                Some(head) if error.closed_unanswered => (Box::new(head.request()), error),
+                _ => return Err(error),
+            },
             Err(Unsent::Returned(_, error)) if !reused => return Err(error),
             Err(Unsent::Returned(request, error)) => (request, error),
         };
@@ -268,6 +283,44 @@ where
                 Ok(response.map(|body| PooledBody::new(body, None)))
             }
         }
+    }
+}
+
+/// Whether `request` may be made twice without effect: a safe method (RFC 9110, 9.2.1)
+/// and no body.
+fn is_safe<B: Body>(request: &Request<B>) -> bool {
+    let safe = matches!(
+        *request.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    safe && request.body().is_end_stream()
+}
+
+/// What it takes to make a bodiless request again.
+struct Head {
+    method: http::Method,
+    uri: Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl Head {
+    fn of<B>(request: &Request<B>) -> Self {
+        Head {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        }
+    }
+
+    fn request<B: Default>(self) -> Request<B> {
+        let mut request = Request::new(B::default());
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        request
     }
 }
 
@@ -615,8 +668,11 @@ where
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.give_back(),
-            // The server stops polling a body that reports its end after a frame.
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
+            // The server stops polling a body that reports its end after a frame, and a
+            // body after its trailers, which are always its last frame.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || this.body.is_end_stream() => {
+                this.give_back()
+            }
             Poll::Ready(Some(Err(_))) => this.slot = None,
             _ => {}
         }

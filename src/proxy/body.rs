@@ -106,6 +106,13 @@ pin_project! {
     }
 }
 
+/// No body at all: what the Console client sends when it makes a bodiless request again.
+impl Default for UpstreamBody {
+    fn default() -> Self {
+        UpstreamBody::empty()
+    }
+}
+
 impl UpstreamBody {
     /// No body at all.
     pub fn empty() -> Self {
