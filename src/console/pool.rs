@@ -253,7 +253,7 @@ where
 
         debug!(error = %error.source, "a reused Console connection was closed; connecting again");
         *request.uri_mut() = uri;
-        let conn = self.pool.connect().await?;
+        let conn = self.pool.reconnect().await?;
         self.send(conn, *request).await.map_err(Unsent::into_error)
     }
 
@@ -470,6 +470,15 @@ where
         } else {
             Pick::Empty
         }
+    }
+
+    /// A new connection for a request sent again. Over HTTP/2 the requests that all met
+    /// the same closed connection wait for one new connection instead of each making one.
+    async fn reconnect(self: &Arc<Self>) -> Result<Conn<B>, Error> {
+        if self.http2_only || self.lock().seen_h2 {
+            return Ok(self.checkout_h2().await?.conn);
+        }
+        self.connect().await
     }
 
     /// Waits for whoever is making the HTTP/2 connection, or makes it.
