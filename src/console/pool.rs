@@ -297,6 +297,12 @@ fn is_safe<B: Body>(request: &Request<B>) -> bool {
 }
 
 /// What it takes to make a bodiless request again.
+///
+/// Known cost: this copies the headers of every safe request sent on a reused connection
+/// (1.5 % of the instructions per request), while the request path keeps a copy of the
+/// same headers for its replay after a 401. One copy would serve both if the request
+/// path made the request again itself when the error says the connection ended
+/// unanswered.
 struct Head {
     method: http::Method,
     uri: Uri,
