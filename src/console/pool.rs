@@ -1017,6 +1017,12 @@ mod tests {
         head.lines().next().unwrap_or_default().to_owned()
     }
 
+    /// The target of the request line: the path and query asked for.
+    fn requested_path(head: &str) -> String {
+        let line = request_line(head);
+        line.split(' ').nth(1).unwrap_or_default().to_owned()
+    }
+
     async fn get_status(
         client: &ConsoleClient<Empty<Bytes>>,
         console: &TestConsole,
@@ -1069,8 +1075,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let console = scripted(|_, mut tls| async move {
             while let Some(head) = read_head(&mut tls).await {
-                let line = request_line(&head);
-                let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                let path = requested_path(&head);
                 // Each answer without a body announces one, as Consoles do for HEAD.
                 let answer = match path.as_str() {
                     "/head" => "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n".to_owned(),
@@ -1111,8 +1116,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         let console = scripted(|_, mut tls| async move {
             while let Some(head) = read_head(&mut tls).await {
-                let line = request_line(&head);
-                let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                let path = requested_path(&head);
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n\
                      {:x}\r\n{path}\r\n0\r\nx-sum: 1\r\n\r\n",
@@ -1164,8 +1168,7 @@ mod tests {
             async move {
                 while let Some(head) = read_head(&mut tls).await {
                     counted.fetch_add(1, Ordering::SeqCst);
-                    let line = request_line(&head);
-                    let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let path = requested_path(&head);
                     let answer = format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
                         path.len()
@@ -1211,8 +1214,7 @@ mod tests {
         type Upload = BoxBody<Bytes, BoxError>;
         let console = scripted(|_, mut tls| async move {
             while let Some(head) = read_head(&mut tls).await {
-                let line = request_line(&head);
-                let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                let path = requested_path(&head);
                 // Answers before reading any body, then leaves the connection open.
                 let answer = if path == "/upload" {
                     "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n".to_owned()
